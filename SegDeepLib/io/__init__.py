@@ -1,0 +1,28 @@
+"""Image and segmentation I/O with exact geometry. The image type is ``SimpleITK.Image``."""
+
+from SegDeepLib.io.image import (
+    check_finite,
+    list_dicom_series,
+    read_image,
+    require_3d,
+    write_image,
+)
+from SegDeepLib.io.labels import LabelTable, load_label_table
+from SegDeepLib.io.layout import CanonicalLayout, from_canonical, same_grid, to_canonical
+from SegDeepLib.io.segmentation import read_segmentation, write_segmentation
+
+__all__ = [
+    "CanonicalLayout",
+    "LabelTable",
+    "check_finite",
+    "from_canonical",
+    "list_dicom_series",
+    "load_label_table",
+    "read_image",
+    "read_segmentation",
+    "require_3d",
+    "same_grid",
+    "to_canonical",
+    "write_image",
+    "write_segmentation",
+]

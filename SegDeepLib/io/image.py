@@ -1,0 +1,116 @@
+"""Reading and writing volumes (NIfTI, NRRD, MetaImage, DICOM series) as ``SimpleITK.Image``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from SegDeepLib.errors import SegDeepError
+from SegDeepLib.io.atomic import atomic_path
+
+IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+WRITE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    for suffix in sorted(IMAGE_SUFFIXES + (".seg.nrrd",), key=len, reverse=True):
+        if name.endswith(suffix):
+            return suffix
+    return path.suffix.lower()
+
+
+def list_dicom_series(folder: str | os.PathLike) -> dict[str, list[str]]:
+    """Return ``{series_uid: [files sorted along the slice normal]}`` for a folder (not recursive)."""
+    folder = str(folder)
+    uids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(folder) or ()
+    return {uid: list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(folder, uid)) for uid in uids}
+
+
+def _read_dicom_folder(folder: Path, series_uid: str | None) -> sitk.Image:
+    series = list_dicom_series(folder)
+    if not series:
+        raise SegDeepError(f"{folder}: folder holds no DICOM series (no readable DICOM image files)")
+    if series_uid is None:
+        if len(series) > 1:
+            listing = ", ".join(f"{uid} ({len(files)} files)" for uid, files in series.items())
+            raise SegDeepError(
+                f"{folder}: folder holds {len(series)} DICOM series; pick one with --series-uid: {listing}"
+            )
+        series_uid = next(iter(series))
+    if series_uid not in series:
+        raise SegDeepError(f"{folder}: no DICOM series {series_uid}; available: {', '.join(series)}")
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(series[series_uid])
+    try:
+        return reader.Execute()
+    except RuntimeError as exc:
+        raise SegDeepError(f"{folder}: cannot read DICOM series {series_uid}: {_first_line(exc)}") from None
+
+
+def _first_line(exc: Exception) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    useful = [line for line in lines if "ERROR" not in line.upper()[:8]]
+    return (useful or lines or ["unknown error"])[-1][:300]
+
+
+def read_image(path: str | os.PathLike, series_uid: str | None = None) -> sitk.Image:
+    """Read a volume from a file or a DICOM series folder, keeping its exact geometry.
+
+    Raises :class:`SegDeepError` naming the file for a missing, unreadable or non-image input.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise SegDeepError(f"{path}: no such file or folder")
+    if path.is_dir():
+        return _read_dicom_folder(path, series_uid)
+    if path.name.lower().endswith(".seg.nrrd"):
+        from SegDeepLib.io.segmentation import read_segmentation
+
+        return read_segmentation(path)[0]
+    try:
+        return sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        raise SegDeepError(f"{path}: not a readable image ({_first_line(exc)})") from None
+
+
+def require_3d(image: sitk.Image, name: str = "image") -> sitk.Image:
+    """Return a 3D scalar image or raise a clear error (2D, 4D and vector images are refused).
+
+    A 3D image stored with a trailing singleton 4th dimension is squeezed.
+    """
+    dim = image.GetDimension()
+    if dim == 4 and image.GetSize()[3] == 1:
+        image = image[:, :, :, 0]
+        dim = 3
+    if dim != 3:
+        raise SegDeepError(f"{name}: a 3D volume is needed, this image is {dim}D with size {image.GetSize()}")
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise SegDeepError(
+            f"{name}: a scalar volume is needed, this one has {image.GetNumberOfComponentsPerPixel()} components per voxel"
+        )
+    return image
+
+
+def check_finite(image: sitk.Image, name: str = "image") -> None:
+    """Raise if the image has NaN or infinite voxels."""
+    array = sitk.GetArrayViewFromImage(image)
+    if np.issubdtype(array.dtype, np.floating):
+        bad = int(np.count_nonzero(~np.isfinite(array)))
+        if bad:
+            raise SegDeepError(f"{name}: {bad} voxels are NaN or infinite; fix or mask them before segmenting")
+
+
+def write_image(
+    image: sitk.Image, path: str | os.PathLike, overwrite: bool = False, compress: bool = True
+) -> Path:
+    """Write a volume atomically (.nii.gz, .nii, .nrrd, .mha). Geometry is written as is."""
+    path = Path(path)
+    if _suffix(path) not in WRITE_SUFFIXES:
+        raise SegDeepError(f"{path}: unsupported output format; use one of {', '.join(WRITE_SUFFIXES)}")
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        sitk.WriteImage(image, str(tmp), useCompression=compress)
+    return path

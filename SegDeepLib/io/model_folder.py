@@ -1,0 +1,128 @@
+"""Self-describing model folders: the one format shared by training (export) and inference.
+
+Layout::
+
+    my_model/
+      model.json   # the spec, see below
+      weights.pt   # {network_key: state_dict}, torch.save'd tensors only
+
+``model.json`` keys (training writes them, the catalogue and predictor read them):
+
+- ``format``: ``"segdeep-model/1"``; ``id``, ``version``, ``title``, ``method``, ``modality``
+- ``networks``: ``{key: build_model config}`` (``"main"``, or ``"stage1"``/``"stage2"`` for the
+  cascade, ``"crf"`` state lives with the network that owns it)
+- ``preprocessing``: spec for :func:`SegDeepLib.preprocessing.pipeline.preprocess`
+- ``labels``: a label table dict (:class:`SegDeepLib.io.labels.LabelTable`)
+- ``inference``: predictor settings (tile size, overlap, 2D/3D, TTA, postprocessing, crf...)
+- ``weights``: ``{"file": "weights.pt", "sha256": ..., "dtype": "float16"|"float32"}``
+- optional: ``training`` (data, licence, number of cases), ``metrics``, ``timing``, ``library_version``
+
+Weights are checked against their sha256 before loading and loaded with ``weights_only=True``.
+The folder is written to a temporary sibling and renamed into place (atomic).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from SegDeepLib.errors import SegDeepError
+
+FORMAT = "segdeep-model/1"
+SPEC_FILE = "model.json"
+WEIGHTS_FILE = "weights.pt"
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_model_folder(
+    folder: str | os.PathLike,
+    spec: dict[str, Any],
+    state_dicts: dict[str, dict[str, Any]],
+    half: bool = False,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``spec`` + weights atomically. ``half`` stores floating tensors as float16."""
+    import torch
+
+    from SegDeepLib import __version__
+
+    folder = Path(folder)
+    if folder.exists() and not overwrite:
+        raise SegDeepError(f"{folder}: already exists; choose another folder or pass overwrite")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        weights = {key: {name: _store(t, half) for name, t in sd.items()} for key, sd in state_dicts.items()}
+        torch.save(weights, tmp / WEIGHTS_FILE)
+        spec = dict(spec, format=FORMAT, library_version=spec.get("library_version", __version__))
+        spec["weights"] = {
+            "file": WEIGHTS_FILE,
+            "sha256": sha256_file(tmp / WEIGHTS_FILE),
+            "dtype": "float16" if half else "float32",
+        }
+        (tmp / SPEC_FILE).write_text(json.dumps(spec, indent=2))
+        if folder.exists():
+            backup = folder.with_name(f".{folder.name}.old")
+            shutil.rmtree(backup, ignore_errors=True)
+            os.replace(folder, backup)
+            os.replace(tmp, folder)
+            shutil.rmtree(backup, ignore_errors=True)
+        else:
+            os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def _store(tensor: Any, half: bool) -> Any:
+    tensor = tensor.detach().cpu()
+    if half and tensor.is_floating_point():
+        return tensor.half()
+    return tensor.clone()
+
+
+def read_spec(folder: str | os.PathLike) -> dict[str, Any]:
+    """Read and minimally validate ``model.json`` (no weights loaded)."""
+    path = Path(folder) / SPEC_FILE
+    if not path.exists():
+        raise SegDeepError(f"{folder}: not a SegDeep model folder (no {SPEC_FILE})")
+    try:
+        spec = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise SegDeepError(f"{path}: not valid JSON ({exc})") from None
+    for key in ("id", "networks", "labels", "weights"):
+        if key not in spec:
+            raise SegDeepError(f"{path}: missing key {key!r}")
+    return spec
+
+
+def load_weights(folder: str | os.PathLike, spec: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """Verify the sha256 and load the state dicts safely (``weights_only=True``), as float32."""
+    import torch
+
+    folder = Path(folder)
+    spec = spec or read_spec(folder)
+    path = folder / spec["weights"]["file"]
+    if not path.exists():
+        raise SegDeepError(f"{path}: weights file missing; reinstall or re-export model {spec['id']!r}")
+    expected = spec["weights"].get("sha256")
+    actual = sha256_file(path)
+    if expected != actual:
+        raise SegDeepError(f"{path}: sha256 mismatch (expected {expected}, got {actual}); the file is corrupt or was changed")
+    try:
+        weights = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise SegDeepError(f"{path}: cannot load weights safely ({exc})") from None
+    return {key: {n: (t.float() if t.is_floating_point() else t) for n, t in sd.items()} for key, sd in weights.items()}

@@ -1,0 +1,1 @@
+"""Data files shipped with the library (label tables, model catalogue, default weights)."""
