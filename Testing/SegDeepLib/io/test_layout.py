@@ -1,0 +1,76 @@
+"""The canonical network layout is an exact inverse and points the axes to L, P, S."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from SegDeepLib.io import from_canonical, same_grid, to_canonical
+from Testing.SegDeepLib.io.test_image import oblique_direction, synthetic
+
+
+def _signed_permutations():
+    for perm in itertools.permutations(range(3)):
+        for signs in itertools.product((1, -1), repeat=3):
+            matrix = np.zeros((3, 3))
+            for col, row in enumerate(perm):
+                matrix[row, col] = signs[col]
+            yield tuple(matrix.flatten())
+
+
+@pytest.mark.parametrize("direction", list(_signed_permutations()) + [oblique_direction(), oblique_direction((0.6, 0.1, -0.4), (-1, 1, -1))])
+def test_exact_inverse(direction) -> None:
+    image = synthetic(direction)
+    array, layout = to_canonical(image, dtype=None)
+    back = from_canonical(array, layout)
+    assert same_grid(back, image, tol=0)
+    np.testing.assert_array_equal(sitk.GetArrayViewFromImage(back), sitk.GetArrayViewFromImage(image))
+    # probabilities with a channel axis go back the same way
+    stacked = np.stack([array, -array])
+    np.testing.assert_array_equal(layout.from_array(stacked)[1], -sitk.GetArrayViewFromImage(image))
+
+
+@pytest.mark.parametrize("direction", list(_signed_permutations()))
+def test_axes_point_left_posterior_superior(direction) -> None:
+    image = synthetic(direction)
+    unique = sitk.GetImageFromArray(np.arange(7 * 9 * 11, dtype=np.int32).reshape(7, 9, 11))
+    unique.CopyInformation(image)
+    image = unique
+    array, layout = to_canonical(image, dtype=None)
+    # voxel [0,0,0] and one step along each canonical axis, located in world space
+    voxels = sitk.GetArrayViewFromImage(image)
+    size = np.array(array.shape)
+    for axis, world in zip((2, 1, 0), (0, 1, 2)):  # X->L, Y->P, Z->S
+        index = [0, 0, 0]
+        index[axis] = 1
+        value_a, value_b = array[0, 0, 0], array[tuple(index)]
+        pa = _world_of_value(image, voxels, value_a)
+        pb = _world_of_value(image, voxels, value_b)
+        assert pb[world] - pa[world] > 0, (direction, axis)
+    assert tuple(size) == tuple(image.GetSize()[i] for i in _size_order(direction))
+
+
+def _world_of_value(image, voxels, value):
+    k, j, i = np.argwhere(voxels == value)[0]
+    return np.array(image.TransformIndexToPhysicalPoint((int(i), int(j), int(k))))
+
+
+def _size_order(direction):
+    matrix = np.array(direction).reshape(3, 3)
+    return [int(np.argmax(np.abs(matrix[world]))) for world in (2, 1, 0)]
+
+
+def test_spacing_in_array_order() -> None:
+    image = synthetic((0, 0, 1, 1, 0, 0, 0, 1, 0), spacing=(0.5, 1.0, 4.0))
+    _, layout = to_canonical(image)
+    # direction columns: i -> P (y), j -> S (z), k -> L (x)
+    assert layout.spacing_zyx == (1.0, 0.5, 4.0)
+
+
+def test_shape_mismatch_is_refused() -> None:
+    array, layout = to_canonical(synthetic())
+    with pytest.raises(ValueError, match="does not match"):
+        from_canonical(array[:-1], layout)
