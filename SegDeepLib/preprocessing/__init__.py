@@ -13,6 +13,7 @@ from SegDeepLib.preprocessing.intensity import (
     window_rescale,
     zscore,
 )
+from SegDeepLib.preprocessing.phantom import make_phantom
 from SegDeepLib.preprocessing.pipeline import Preprocessed, preprocess, preprocess_label
 from SegDeepLib.preprocessing.regions import (
     CropBox,
@@ -47,6 +48,7 @@ __all__ = [
     "dilate_foreground",
     "dual_channel",
     "largest_component",
+    "make_phantom",
     "margin_voxels",
     "num_channels",
     "paste",
