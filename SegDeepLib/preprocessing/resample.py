@@ -132,7 +132,7 @@ def resample_labels_onehot(
     for value in values:
         indicator = sitk.GetImageFromArray((array == value).astype(np.float32))
         indicator.CopyInformation(labels)
-        score = sitk.GetArrayViewFromImage(resample_to_reference(indicator, reference, "linear"))
+        score = sitk.GetArrayFromImage(resample_to_reference(indicator, reference, "linear"))
         if best is None:
             best, winner = score.copy(), np.full(score.shape, value, dtype=array.dtype)
             continue
