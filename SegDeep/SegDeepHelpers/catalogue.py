@@ -1,0 +1,132 @@
+"""The model catalogue (``SegDeepLib/resources/models/catalogue.json``) as the panel shows it.
+
+Pure Python. The catalogue is data written by the inference/training side; this module reads it
+tolerantly (a list of model dicts, or ``{"models": [...]}``) and formats each model's details.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+PathLike = Union[str, Path]
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """The fields of one catalogue model the panel needs (the full dict is kept in ``raw``)."""
+
+    id: str
+    title: str
+    organs: tuple[str, ...]
+    modality: str = ""
+    method: str = ""
+    licence: str = ""
+    raw: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def accuracy(self) -> Any:
+        return self.raw.get("accuracy")
+
+    @property
+    def timing(self) -> Any:
+        return self.raw.get("timing")
+
+    def timeSeconds(self, device: str) -> Optional[float]:
+        """Measured seconds for a typical volume on ``"cpu"`` or ``"gpu"``, when the card has it."""
+        timing = self.timing
+        if not isinstance(timing, dict):
+            return None
+        wanted = ("cuda", "gpu") if device in ("gpu", "cuda") else ("cpu",)
+        for key, value in timing.items():
+            if any(w in key.lower() for w in wanted) and isinstance(value, (int, float)):
+                return float(value)
+        return None
+
+
+def defaultCataloguePath() -> Path:
+    """Where SegDeepLib ships its catalogue (importing SegDeepLib does not import torch)."""
+    import SegDeepLib
+
+    return Path(SegDeepLib.__file__).resolve().parent / "resources" / "models" / "catalogue.json"
+
+
+def _organNames(model: dict[str, Any]) -> tuple[str, ...]:
+    organs = model.get("organs", model.get("labels", []))
+    if isinstance(organs, dict):
+        organs = organs.get("labels", list(organs))
+    names = [o.get("name", "") if isinstance(o, dict) else str(o) for o in organs]
+    return tuple(n for n in names if n)
+
+
+def _licence(model: dict[str, Any]) -> str:
+    value = model.get("licence", model.get("license", ""))
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {v}" for k, v in value.items())
+    return str(value)
+
+
+def entryFromDict(model: dict[str, Any]) -> ModelEntry:
+    if not isinstance(model, dict) or not model.get("id"):
+        raise ValueError(f"catalogue entry without an 'id': {model!r:.80}")
+    return ModelEntry(
+        id=str(model["id"]), title=str(model.get("title", model["id"])),
+        organs=_organNames(model), modality=str(model.get("modality", "")),
+        method=str(model.get("method", "")), licence=_licence(model), raw=dict(model))
+
+
+def loadCatalogue(path: Optional[PathLike] = None) -> list[ModelEntry]:
+    """Models of the catalogue file; ``[]`` when the file does not exist yet."""
+    path = Path(path) if path is not None else defaultCataloguePath()
+    if not path.exists():
+        return []
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc}); reinstall SegDeep") from None
+    models = data.get("models", []) if isinstance(data, dict) else data
+    return [entryFromDict(m) for m in models]
+
+
+def _formatValue(value: Any) -> str:
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: {_formatValue(v)}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_formatValue(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+def detailsHtml(model: ModelEntry) -> str:
+    """HTML shown under the model chooser: organs, modality, accuracy, time, licence."""
+    rows = [
+        ("Method", model.method), ("Organs", ", ".join(model.organs)),
+        ("Modality", model.modality), ("Measured accuracy", _formatValue(model.accuracy or "")),
+        ("Measured time", _formatValue(model.timing or "")), ("Licence", model.licence),
+    ]
+    body = "".join(f"<tr><td><b>{html.escape(k)}</b></td><td>{html.escape(v)}</td></tr>"
+                   for k, v in rows if v)
+    return f"<h4>{html.escape(model.title)}</h4><table>{body}</table>"
+
+
+def cpuWarning(model: ModelEntry, fast: bool = False) -> str:
+    """The warning shown when a run will happen on the CPU, with the measured time if known."""
+    seconds = model.timeSeconds("cpu")
+    estimate = f"about {formatDuration(seconds)}" if seconds else "much longer than on a GPU"
+    hint = "" if fast else " Tick 'Fast (low resolution)' or select fewer organs to speed it up."
+    return f"No usable GPU: this run will be on the CPU and take {estimate}.{hint}"
+
+
+def formatDuration(seconds: Optional[float]) -> str:
+    if seconds is None:
+        return ""
+    seconds = max(0.0, float(seconds))
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

@@ -1,0 +1,174 @@
+"""One run of the SegDeepLib CLI: temporary files, command line, progress state, clean-up.
+
+Pure Python: the caller passes the input as a KJI array + IJK-to-RAS matrix (the logic takes them
+from the volume node), so the whole life cycle is tested outside Slicer with the real CLI.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from SegDeepHelpers.geometry import writeVolumeFile
+from SegDeepHelpers.process import ProcessRunner
+
+EventCallback = Callable[[dict[str, Any]], None]
+
+# Explicit job states (drive one progress bar and the Segment/Cancel button).
+IDLE, STARTING, RUNNING, IMPORTING, CANCELLING, DONE, FAILED, CANCELLED = (
+    "idle", "starting", "running", "importing", "cancelling", "done", "failed", "cancelled")
+
+
+@dataclass
+class SegmentOptions:
+    """What the panel lets the user choose; turned into CLI flags by :meth:`cliArguments`."""
+
+    device: str = "auto"  # auto | cuda | cpu
+    crf: Optional[bool] = None  # None: the model's recommended setting
+    fast: bool = False
+    tta: bool = False
+    organs: Sequence[str] = field(default_factory=tuple)
+
+    def cliArguments(self) -> list[str]:
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be auto, cpu or cuda, not {self.device!r}")
+        args = ["--device", self.device]
+        if self.crf is not None:
+            args.append("--crf" if self.crf else "--no-crf")
+        if self.fast:
+            args.append("--fast")
+        if self.tta:
+            args.append("--tta")
+        if self.organs:
+            args += ["--organs", ",".join(self.organs)]
+        return args
+
+
+def libraryPath() -> str:
+    """Folder that contains the SegDeepLib package (what the child needs on PYTHONPATH)."""
+    import SegDeepLib
+
+    return str(Path(SegDeepLib.__file__).resolve().parent.parent)
+
+
+def childEnvironment(device: str = "auto") -> dict[str, str]:
+    """Environment of the child: SegDeepLib importable, unbuffered output, CPU forced if asked."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (libraryPath(), env.get("PYTHONPATH")) if p)
+    env["PYTHONUNBUFFERED"] = "1"
+    if device == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = "-1"
+    return env
+
+
+class CliJob:
+    """A CLI run with a private temporary folder that is always removed when the run ends."""
+
+    def __init__(self, python: str, onEvent: Optional[EventCallback] = None,
+                 onState: Optional[Callable[[str], None]] = None) -> None:
+        self.python = python
+        self.onEvent, self.onState = onEvent, onState
+        self.state = IDLE
+        self.tempDir: Optional[Path] = None
+        self.runner: Optional[ProcessRunner] = None
+        self.log: list[str] = []
+        self.errorMessage = ""
+        self.doneEvent: dict[str, Any] = {}
+        self.startTime = 0.0
+
+    def _setState(self, state: str) -> None:
+        self.state = state
+        if self.onState is not None:
+            self.onState(state)
+
+    def makeTempDir(self) -> Path:
+        self.tempDir = Path(tempfile.mkdtemp(prefix="SegDeep-"))
+        return self.tempDir
+
+    def launch(self, cliArgs: Sequence[str], env: dict[str, str],
+               onFinished: Callable[[int], None]) -> None:
+        self._setState(STARTING)
+        self.startTime = time.monotonic()
+        self.runner = ProcessRunner([self.python, "-m", "SegDeepLib", *cliArgs], env=env,
+                                    onEvent=self._handleEvent, onFinished=onFinished)
+        try:
+            self.runner.start()
+        except OSError as exc:
+            self.cleanup()
+            self._setState(FAILED)
+            raise RuntimeError(f"could not start {self.python}: {exc}") from exc
+        self._setState(RUNNING)
+
+    def _handleEvent(self, event: dict[str, Any]) -> None:
+        kind = event.get("event")
+        if kind in ("log", "error") and event.get("message"):
+            self.log.append(str(event["message"]))
+        if kind == "error":
+            self.errorMessage = str(event.get("message", ""))
+        elif kind == "done":
+            self.doneEvent = event
+        if self.onEvent is not None:
+            self.onEvent(event)
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.startTime if self.startTime else 0.0
+
+    def poll(self) -> bool:
+        return self.runner.poll() if self.runner is not None else False
+
+    def wait(self, timeout: Optional[float] = None) -> int:
+        assert self.runner is not None
+        return self.runner.wait(timeout)
+
+    def cancel(self) -> None:
+        if self.runner is not None and self.runner.isRunning:
+            self._setState(CANCELLING)
+            self.runner.cancel()
+
+    def failureText(self, returncode: int) -> str:
+        """The error to show: the CLI's own error line, else the last log lines."""
+        if self.errorMessage:
+            return self.errorMessage
+        tail = [line for line in self.log if line.strip()][-5:]
+        return f"SegDeepLib exited with code {returncode}" + (":\n" + "\n".join(tail) if tail else "")
+
+    def cleanup(self) -> None:
+        if self.tempDir is not None:
+            shutil.rmtree(self.tempDir, ignore_errors=True)
+            self.tempDir = None
+
+
+class SegmentationJob(CliJob):
+    """``segdeep segment`` on one volume. ``start`` writes the input NRRD and launches the CLI."""
+
+    def start(self, arrayKJI: np.ndarray, ijkToRAS: np.ndarray, modelId: str,
+              options: SegmentOptions, onFinished: Callable[[int], None]) -> None:
+        folder = self.makeTempDir()
+        self.inputPath = folder / "input.nrrd"
+        self.outputPath = folder / "segmentation.seg.nrrd"
+        try:
+            writeVolumeFile(arrayKJI, ijkToRAS, self.inputPath)
+            args = ["segment", str(self.inputPath), "-o", str(self.outputPath), "--model", modelId,
+                    *options.cliArguments(), "--progress", "json"]
+        except Exception:
+            self.cleanup()
+            raise
+        self.launch(args, childEnvironment(options.device), onFinished)
+
+
+class TrainingJob(CliJob):
+    """``segdeep train CONFIG.yaml`` with optional ``key=value`` overrides."""
+
+    def start(self, configPath: str, overrides: Sequence[str],
+              onFinished: Callable[[int], None], device: str = "auto") -> None:
+        self.makeTempDir()
+        args = ["train", str(configPath), *overrides, "--progress", "json"]
+        self.launch(args, childEnvironment(device), onFinished)

@@ -1,0 +1,268 @@
+"""Behaviour of the SegDeep panel (``SegDeepWidget`` delegates here to keep SegDeep.py short).
+
+The panel only talks to the logic through callbacks; the logic never touches widgets. Every Slicer
+call is listed in docs/slicer-conventions.md; Qt calls are plain Qt (checked against PyQt5 in tests).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable, Optional
+
+from SegDeepHelpers import catalogue, environment, jobs, segmentation
+from SegDeepHelpers.process import ProcessRunner
+
+DEVICES = ("auto", "cuda", "cpu")  # order of the items of deviceSelector in the .ui
+SEGMENT_TEXT, CANCEL_TEXT, TRAIN_TEXT = "Segment", "Cancel", "Train"
+
+
+class SegDeepPanel:
+    """Wires ``ui`` (from ``childWidgetVariables``) to ``logic``; ``tr`` translates strings."""
+
+    def __init__(self, ui: Any, logic: Any, parameterNode: Callable[[], Any],
+                 tr: Callable[[str], str] = str, cataloguePath: Optional[str] = None) -> None:
+        self.ui, self.logic, self.parameterNode, self.tr = ui, logic, parameterNode, tr
+        self.models = catalogue.loadCatalogue(cataloguePath)
+        self.environmentInfo: dict[str, Any] = {}
+        self.lastResult: Any = None
+        self._running = ""  # "", "segment" or "train"
+
+    # ---- set-up ---------------------------------------------------------------------------
+    def setup(self) -> None:
+        ui = self.ui
+        for model in self.models:
+            ui.modelSelector.addItem(model.title, model.id)
+        ui.modelSelector.connect("currentIndexChanged(int)", self.onModelChanged)
+        ui.deviceSelector.connect("currentIndexChanged(int)", self.onDeviceChanged)
+        ui.applyButton.connect("clicked(bool)", self.onApplyButton)
+        ui.trainButton.connect("clicked(bool)", self.onTrainButton)
+        ui.editInSegmentEditorButton.connect("clicked(bool)", self.onEditInSegmentEditor)
+        ui.refreshEnvironmentButton.connect("clicked(bool)", self.refreshEnvironment)
+        ui.installDependenciesButton.connect("clicked(bool)", self.onInstallDependencies)
+        ui.copyDiagnosticsButton.connect("clicked(bool)", self.onCopyDiagnostics)
+        if not self.models:
+            ui.modelDetailsLabel.setText(self.tr("No models found: SegDeepLib's catalogue is empty."))
+        self.onModelChanged(ui.modelSelector.currentIndex())
+
+    def selectedModel(self) -> Optional[catalogue.ModelEntry]:
+        index = self.ui.modelSelector.currentIndex()
+        return self.models[index] if 0 <= index < len(self.models) else None
+
+    def selectedDevice(self) -> str:
+        index = self.ui.deviceSelector.currentIndex()
+        return DEVICES[index] if 0 <= index < len(DEVICES) else "auto"
+
+    def selectedOrgans(self) -> list[str]:
+        """Ticked organs; [] when all are ticked (= the whole model, no --organs flag)."""
+        items = [self.ui.organsList.item(i) for i in range(self.ui.organsList.count())]
+        ticked = [item.text() for item in items if item.checkState() == 2]
+        return [] if len(ticked) == len(items) else ticked
+
+    # ---- reactions --------------------------------------------------------------------------
+    def onModelChanged(self, index: int) -> None:
+        model = self.selectedModel()
+        self.ui.organsList.clear()
+        if model is None:
+            self.updateButtons()
+            return
+        self.ui.modelDetailsLabel.setText(catalogue.detailsHtml(model))
+        for organ in model.organs:
+            self.ui.organsList.addItem(organ)
+            item = self.ui.organsList.item(self.ui.organsList.count() - 1)
+            item.setFlags(item.flags() | 16)  # Qt.ItemIsUserCheckable
+            item.setCheckState(2)  # Qt.Checked
+        node = self.parameterNode()
+        if node is not None:
+            node.modelId = model.id
+        self.updateDeviceWarning()
+        self.updateButtons()
+
+    def onDeviceChanged(self, index: int) -> None:
+        node = self.parameterNode()
+        if node is not None:
+            node.device = self.selectedDevice()
+        self.updateDeviceWarning()
+
+    def willRunOnCpu(self) -> bool:
+        device = self.selectedDevice()
+        if device == "cpu":
+            return True
+        return bool(self.environmentInfo) and not self.environmentInfo.get("cuda_available")
+
+    def updateDeviceWarning(self) -> None:
+        model = self.selectedModel()
+        text = ""
+        if model is not None and self.willRunOnCpu():
+            text = self.tr(catalogue.cpuWarning(model, fast=self.ui.fastCheckBox.isChecked()))
+        self.ui.cpuWarningLabel.setText(text)
+
+    def updateButtons(self) -> None:
+        node = self.parameterNode()
+        ready = node is not None and node.inputVolume is not None and self.selectedModel() is not None
+        self.ui.applyButton.setText(self.tr(CANCEL_TEXT if self._running == "segment" else SEGMENT_TEXT))
+        self.ui.applyButton.setEnabled(self._running == "segment" or (ready and not self._running))
+        self.ui.trainButton.setText(self.tr(CANCEL_TEXT if self._running == "train" else TRAIN_TEXT))
+        self.ui.trainButton.setEnabled(self._running != "segment")
+        hasResult = self.lastResult is not None and self.lastResult.segmentationNode is not None
+        self.ui.editInSegmentEditorButton.setEnabled(hasResult and not self._running)
+
+    # ---- segmentation -----------------------------------------------------------------------
+    def onApplyButton(self, checked: bool = False) -> None:
+        import slicer
+
+        if self._running == "segment":
+            self.logic.cancel()
+            self.setStatus(self.tr("Cancelling..."))
+            return
+        node, model = self.parameterNode(), self.selectedModel()
+        if node.outputSegmentation is not None and not slicer.util.confirmOkCancelDisplay(
+                self.tr("Update the selected segmentation? Segments with the same names are "
+                        "replaced; a copy of them is kept as 'Before SegDeep ...'.")):
+            return
+        self.ui.logTextEdit.clear()
+        self.ui.progressBar.setValue(0)
+        with slicer.util.tryWithErrorDisplay(self.tr("Failed to start the segmentation."), waitCursor=True):
+            self._running = "segment"
+            try:
+                self.logic.segment(
+                    node.inputVolume, model.id, node.outputSegmentation, organs=self.selectedOrgans(),
+                    device=self.selectedDevice(), crf=self.ui.crfCheckBox.isChecked(),
+                    fast=self.ui.fastCheckBox.isChecked(), tta=self.ui.ttaCheckBox.isChecked(),
+                    show3D=self.ui.show3DCheckBox.isChecked(), waitForCompletion=False,
+                    onProgress=self.onProgress, onLog=self.appendLog,
+                    onFinished=self.onSegmentationFinished, onState=self.onState)
+            except Exception:
+                self._running = ""
+                raise
+            finally:
+                self.updateButtons()
+
+    def onProgress(self, event: dict) -> None:
+        fraction = float(event.get("fraction") or 0.0)
+        self.ui.progressBar.setValue(int(round(100 * fraction)))
+        eta = event.get("eta_s")
+        etaText = f" - {self.tr('ETA')} {catalogue.formatDuration(eta)}" if eta is not None else ""
+        message = f" ({event['message']})" if event.get("message") else ""
+        self.setStatus(f"{event.get('stage', '')}{message}{etaText}")
+
+    def onState(self, state: str) -> None:
+        self.setStatus({jobs.STARTING: self.tr("Starting..."), jobs.IMPORTING: self.tr("Importing..."),
+                        jobs.CANCELLING: self.tr("Cancelling...")}.get(state, self.ui.statusLabel.text()))
+
+    def setStatus(self, text: str) -> None:
+        self.ui.statusLabel.setText(text)
+
+    def appendLog(self, line: str) -> None:
+        self.ui.logTextEdit.appendPlainText(line)
+
+    def onSegmentationFinished(self, result: Any) -> None:
+        import slicer
+
+        self._running = ""
+        if result.state == jobs.DONE:
+            self.lastResult = result
+            self.parameterNode().outputSegmentation = result.segmentationNode
+            self.ui.show3DButton.setSegmentationNode(result.segmentationNode)
+            self.ui.progressBar.setValue(100)
+            self.setStatus(self.tr("Done: {n} segments in {t}").format(
+                n=len(result.segmentIds), t=catalogue.formatDuration(result.elapsed)))
+        elif result.state == jobs.CANCELLED:
+            self.setStatus(self.tr("Cancelled"))
+        else:
+            self.setStatus(self.tr("Failed"))
+            slicer.util.errorDisplay(self.tr("Segmentation failed: ") + result.error,
+                                     detailedText="\n".join(result.log))
+        self.updateButtons()
+
+    def onEditInSegmentEditor(self, checked: bool = False) -> None:
+        import slicer
+
+        with slicer.util.tryWithErrorDisplay(self.tr("Could not open the Segment Editor.")):
+            segmentation.openInSegmentEditor(self.lastResult.segmentationNode,
+                                             self.parameterNode().inputVolume)
+
+    # ---- training ---------------------------------------------------------------------------
+    def onTrainButton(self, checked: bool = False) -> None:
+        import slicer
+
+        if self._running == "train":
+            self.logic.cancel()
+            return
+        overrides = self.ui.trainOverridesLineEdit.text().split()
+        with slicer.util.tryWithErrorDisplay(self.tr("Failed to start the training."), waitCursor=True):
+            self._running = "train"
+            try:
+                self.ui.logTextEdit.clear()
+                self.logic.train(self.ui.trainConfigPathLineEdit.currentPath, overrides,
+                                 device=self.selectedDevice(), waitForCompletion=False,
+                                 onProgress=self.onProgress, onLog=self.appendLog,
+                                 onFinished=self.onTrainingFinished)
+            except Exception:
+                self._running = ""
+                raise
+            finally:
+                self.updateButtons()
+
+    def onTrainingFinished(self, result: Any) -> None:
+        import slicer
+
+        self._running = ""
+        if result.state == jobs.FAILED:
+            slicer.util.errorDisplay(self.tr("Training failed: ") + result.error,
+                                     detailedText="\n".join(result.log))
+        self.setStatus(self.tr("Training: ") + result.state)
+        self.updateButtons()
+
+    # ---- environment ------------------------------------------------------------------------
+    def refreshEnvironment(self, checked: bool = False) -> None:
+        """Ask ``python -m SegDeepLib info --json`` in the background (torch stays out of Slicer)."""
+        lines: list[str] = []
+        runner = ProcessRunner([self.logic.python, "-m", "SegDeepLib", "info", "--json"],
+                               env=jobs.childEnvironment(),
+                               onEvent=lambda e: lines.append(e.get("message", "")),
+                               onFinished=lambda code: self._environmentReady(code, lines))
+        self.ui.environmentLabel.setText(self.tr("Checking..."))
+        runner.start()
+        self._pollEnvironment(runner)
+
+    def _pollEnvironment(self, runner: ProcessRunner) -> None:
+        if runner.poll():
+            self.logic.schedule(100, lambda: self._pollEnvironment(runner))
+
+    def _environmentReady(self, returncode: int, lines: list[str]) -> None:
+        try:
+            self.environmentInfo = json.loads("\n".join(lines)) if returncode == 0 else {}
+        except json.JSONDecodeError:
+            self.environmentInfo = {}
+        if not self.environmentInfo:
+            self.ui.environmentLabel.setText(self.tr("SegDeepLib could not start: ") + " ".join(lines[-3:]))
+            return
+        info = self.environmentInfo
+        self.ui.environmentLabel.setText(
+            f"SegDeepLib {info.get('segdeeplib')}, PyTorch {info.get('torch')}, "
+            f"CUDA build {info.get('torch_cuda_build')}, CRF backends: {info.get('crf_backends')}")
+        self.ui.deviceInfoLabel.setText(self.tr("Detected device: ") + environment.gpuDescription(info))
+        self.updateDeviceWarning()
+
+    def onInstallDependencies(self, checked: bool = False) -> None:
+        import slicer
+
+        requirements = environment.readRequirements(self.requirementsPath)
+        installer = environment.DependencyInstaller(
+            requirements, confirm=slicer.util.confirmOkCancelDisplay, log=self.appendLog)
+        with slicer.util.tryWithErrorDisplay(self.tr("Installing dependencies failed."), waitCursor=True):
+            installer.install()
+            self.refreshEnvironment()
+
+    requirementsPath: Any = None  # set by the widget: Resources/requirements.txt
+
+    def diagnostics(self) -> str:
+        model = self.selectedModel()
+        extra = {"model": model.id if model else None, "device choice": self.selectedDevice()}
+        return environment.diagnosticsText(self.environmentInfo, extra)
+
+    def onCopyDiagnostics(self, checked: bool = False) -> None:
+        import qt
+
+        qt.QApplication.clipboard().setText(self.diagnostics())
+        self.appendLog(self.diagnostics())
