@@ -1,0 +1,134 @@
+"""SegDeepLogic without the GUI (stand-in Slicer, fake CLI): names, colours, terminology,
+reference geometry, subject hierarchy, 3D, update with undo copy, failure, cancel, training."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from Testing.SegDeep.helpers import fake_python, oblique_ijk_to_ras, phantom_array, segdeep_temp_dirs
+
+
+@pytest.fixture
+def scene(standin, tmp_path):
+    import SegDeep
+
+    volume = standin.slicer.util.addVolumeFromArray(phantom_array(), oblique_ijk_to_ras(), "CT")
+    logic = SegDeep.SegDeepLogic(python=fake_python(tmp_path))
+    return standin, volume, logic
+
+
+def _segment(node, name):
+    segmentation = node.GetSegmentation()
+    return segmentation.GetSegment(segmentation.GetSegmentIdBySegmentName(name))
+
+
+def test_blocking_segment_names_colours_terminology_geometry(scene):
+    standin, volume, logic = scene
+    from SegDeepLib.io.labels import load_label_table
+
+    before = segdeep_temp_dirs()
+    result = logic.segment(volume, "fake-abdomen", device="cpu", show3D=True)
+    node = result.segmentationNode
+    organs = load_label_table("organs")
+    assert result.state == "done" and len(result.segmentIds) == 2
+    for name in ("liver", "spleen"):
+        segment, label = _segment(node, name), organs.by_name(name)
+        assert segment._name == name
+        np.testing.assert_allclose(segment._color, [c / 255 for c in label.color])
+        entry = segment._tags["TerminologyEntry"]
+        code = label.terminology["type"]
+        assert f"~{code[0]}^{code[1]}^{code[2]}~" in entry
+        assert entry.startswith("Segmentation category and type - 3D Slicer General Anatomy list~")
+    assert node._referenceVolume is volume
+    assert node._references["referenceImageGeometryRef"] == volume.GetID()
+    sh = standin.slicer.mrmlScene.GetSubjectHierarchyNode()
+    assert sh.GetItemParent(sh.GetItemByDataNode(node)) == sh.GetItemParent(sh.GetItemByDataNode(volume))
+    assert node._displayNodes and node._closedSurface
+    assert segdeep_temp_dirs() == before
+
+
+@pytest.mark.parametrize("standin", [(5, 8)], indirect=True)
+def test_slicer_58_uses_the_terminology_tag_api(scene):
+    standin, volume, logic = scene
+    node = logic.segment(volume, "fake-abdomen").segmentationNode
+    segment = _segment(node, "liver")
+    assert not hasattr(segment, "SetTerminology")
+    assert "SCT^10200004^Liver" in segment._tags["TerminologyEntry"]
+    assert ("vtkSegment", "SetTag") in standin.RECORD
+
+
+def test_organ_subset_and_options_reach_the_cli(scene, tmp_path, monkeypatch):
+    standin, volume, logic = scene
+    monkeypatch.setenv("FAKE_ARGS_FILE", str(tmp_path / "args.json"))
+    result = logic.segment(volume, "fake-abdomen", organs=["spleen"], device="cpu", crf=False, fast=True)
+    argv = json.loads((tmp_path / "args.json").read_text())
+    assert argv[argv.index("--model") + 1] == "fake-abdomen"
+    assert argv[argv.index("--organs") + 1] == "spleen"
+    assert "--no-crf" in argv and "--fast" in argv and argv[-2:] == ["--progress", "json"]
+    assert argv[argv.index("--device") + 1] == "cpu"
+    assert [_segment(result.segmentationNode, "spleen")._name] == ["spleen"]
+    assert not result.segmentationNode.GetSegmentation().GetSegmentIdBySegmentName("liver")
+
+
+def test_update_existing_segmentation_keeps_a_copy_of_replaced_segments(scene):
+    standin, volume, logic = scene
+    first = logic.segment(volume, "fake-abdomen").segmentationNode
+    liver = _segment(first, "liver")
+    liver._mask = np.zeros_like(liver._mask)
+    liver._mask[0, 0, :3] = 1  # "manual edit" the user might want back
+    result = logic.segment(volume, "fake-abdomen", segmentationNode=first)
+    assert result.segmentationNode is first
+    assert first.GetSegmentation().GetNumberOfSegments() == 2  # replaced in place, not duplicated
+    kept = _segment(result.backupNode, "liver")._mask
+    assert kept.sum() == 3 and kept[0, 0, :3].all()
+    assert _segment(first, "liver")._mask.sum() == (phantom_array() == 150).sum()
+
+
+def test_failure_raises_with_the_cli_message_and_cleans_up(scene, monkeypatch):
+    standin, volume, logic = scene
+    monkeypatch.setenv("FAKE_FAIL", "input.nrrd: a 3D volume is needed; select a 3D volume")
+    before = segdeep_temp_dirs()
+    with pytest.raises(RuntimeError, match="a 3D volume is needed"):
+        logic.segment(volume, "fake-abdomen")
+    assert segdeep_temp_dirs() == before
+    assert not logic.isRunning
+
+
+def test_non_blocking_with_callbacks_and_cancel(scene, monkeypatch):
+    standin, volume, logic = scene
+    monkeypatch.setenv("FAKE_SLEEP", "0.5")
+    progress, states, finished = [], [], []
+    before = segdeep_temp_dirs()
+    job = logic.segment(volume, "fake-abdomen", waitForCompletion=False, onProgress=progress.append,
+                        onFinished=finished.append, onState=states.append)
+    assert logic.isRunning and job.state == "running"
+    standin.runEventLoop(lambda: bool(progress))
+    logic.cancel()
+    standin.runEventLoop(lambda: bool(finished))
+    assert finished[0].state == "cancelled" and finished[0].returncode == 130
+    assert states[:2] == ["starting", "running"] and states[-1] == "cancelled"
+    assert progress[0]["stage"] == "tiles" and 0 < progress[0]["fraction"] <= 1
+    assert segdeep_temp_dirs() == before and not logic.isRunning
+
+
+def test_input_checks(scene, tmp_path):
+    standin, volume, logic = scene
+    with pytest.raises(ValueError, match="input volume"):
+        logic.segment(None, "fake-abdomen")
+    with pytest.raises(ValueError, match="no such training config"):
+        logic.train(str(tmp_path / "missing.yaml"))
+
+
+def test_train_blocking_and_non_blocking(scene, tmp_path):
+    standin, volume, logic = scene
+    config = tmp_path / "recipe.yaml"
+    config.write_text("model: {name: unet3d}\n")
+    result = logic.train(str(config), ["optimizer.lr=1e-3"])
+    assert result.state == "done" and result.outputs == {"model": "/tmp/model"}
+    seen = []
+    logic.train(str(config), waitForCompletion=False, onProgress=seen.append, onFinished=seen.append)
+    standin.runEventLoop(lambda: len(seen) == 2)
+    assert seen[0]["stage"] == "epoch" and seen[1].state == "done"

@@ -1,0 +1,179 @@
+"""The panel driven like a user would (stand-in Slicer built from the real .ui file)."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from Testing.SegDeep.helpers import (fake_python, oblique_ijk_to_ras, phantom_array,
+                                     segdeep_temp_dirs, write_catalogue)
+
+
+@pytest.fixture
+def widget(standin, tmp_path, monkeypatch):
+    import SegDeep
+    from SegDeepHelpers import catalogue
+
+    path = write_catalogue(tmp_path / "catalogue.json")
+    real = catalogue.loadCatalogue
+    monkeypatch.setattr(catalogue, "loadCatalogue", lambda p=None: real(path))
+    widget = SegDeep.SegDeepWidget()
+    widget.setup()
+    widget.logic.python = fake_python(tmp_path)
+    widget.volume = standin.slicer.util.addVolumeFromArray(phantom_array(), oblique_ijk_to_ras(), "CT")
+    return widget
+
+
+def _organs(ui):
+    return [ui.organsList.item(i) for i in range(ui.organsList.count())]
+
+
+def test_setup_fills_models_details_and_organs(widget):
+    ui = widget.ui
+    assert [ui.modelSelector.itemText(i) for i in range(ui.modelSelector.count())] == [
+        "Abdomen (fake)", "Bladder (fake)"]
+    assert [item.text() for item in _organs(ui)] == ["liver", "spleen"]
+    assert all(item.checkState() == 2 for item in _organs(ui))
+    details = ui.modelDetailsLabel.text()
+    for text in ("3D U-Net cascade", "liver, spleen", "CT", "0.91", "340", "CC BY 4.0"):
+        assert text in details
+    ui.modelSelector.setCurrentIndex(1)
+    assert [item.text() for item in _organs(ui)] == ["urinary_bladder"]
+    assert "Apache-2.0" in ui.modelDetailsLabel.text()
+    assert widget._parameterNode.modelId == "fake-bladder"
+
+
+def test_segment_button_needs_an_input_volume(widget, standin):
+    ui = widget.ui
+    assert not ui.applyButton.isEnabled()
+    standin.chooseNode(ui.inputVolumeSelector, widget.volume)
+    assert widget._parameterNode.inputVolume is widget.volume
+    assert ui.applyButton.isEnabled() and ui.applyButton.text() == "Segment"
+
+
+def test_cpu_choice_shows_warning_with_measured_time(widget):
+    ui = widget.ui
+    assert ui.cpuWarningLabel.text() == ""
+    ui.deviceSelector.setCurrentIndex(2)  # CPU
+    assert widget._parameterNode.device == "cpu"
+    assert "CPU" in ui.cpuWarningLabel.text() and "6 min" in ui.cpuWarningLabel.text()
+    ui.deviceSelector.setCurrentIndex(0)  # Auto, environment unknown yet: no claim
+    assert ui.cpuWarningLabel.text() == ""
+    widget.panel.environmentInfo = {"torch": "2.13.0", "cuda_available": False, "torch_cuda_build": None}
+    widget.panel.updateDeviceWarning()
+    assert "6 min" in ui.cpuWarningLabel.text()
+
+
+def test_click_segment_progress_result_and_segment_editor(widget, standin):
+    ui = widget.ui
+    standin.chooseNode(ui.inputVolumeSelector, widget.volume)
+    _organs(ui)[0].setCheckState(0)  # untick liver
+    ui.applyButton.click()
+    assert ui.applyButton.text() == "Cancel" and ui.applyButton.isEnabled()
+    assert not ui.editInSegmentEditorButton.isEnabled()
+    values = []
+    original = widget.panel.onProgress
+    widget.panel.onProgress = lambda e: (original(e), values.append(ui.progressBar.value()))
+    widget.logic.job.onEvent = widget.logic._eventHandler(widget.panel.onProgress, widget.panel.appendLog)
+    standin.runEventLoop(lambda: not widget.panel._running)
+    assert values == [20, 40, 60, 80, 100]
+    assert ui.statusLabel.text().startswith("Done: 1 segments")
+    assert "device: cpu (fake)" in ui.logTextEdit.toPlainText()
+    node = widget._parameterNode.outputSegmentation
+    assert node is widget.panel.lastResult.segmentationNode
+    assert node.GetSegmentation().GetSegmentIdBySegmentName("spleen")
+    assert not node.GetSegmentation().GetSegmentIdBySegmentName("liver")
+    assert ui.show3DButton._segmentationNode is node
+    assert ui.applyButton.text() == "Segment" and ui.editInSegmentEditorButton.isEnabled()
+    ui.editInSegmentEditorButton.click()
+    editor = standin.ModuleState.segmentEditor.editor
+    assert standin.ModuleState.selected == ["SegmentEditor"]
+    assert editor._segmentationNode is node and editor._sourceVolumeNode is widget.volume
+
+
+def test_cancel_button_stops_the_run(widget, standin, monkeypatch):
+    monkeypatch.setenv("FAKE_SLEEP", "0.5")
+    ui = widget.ui
+    before = segdeep_temp_dirs()
+    standin.chooseNode(ui.inputVolumeSelector, widget.volume)
+    ui.applyButton.click()
+    standin.runEventLoop(lambda: ui.progressBar.value() > 0)
+    ui.applyButton.click()  # "Cancel"
+    standin.runEventLoop(lambda: not widget.panel._running)
+    assert ui.statusLabel.text() == "Cancelled" and ui.applyButton.text() == "Segment"
+    assert widget._parameterNode.outputSegmentation is None
+    assert segdeep_temp_dirs() == before
+
+
+def test_error_is_shown_with_the_log(widget, standin, monkeypatch):
+    monkeypatch.setenv("FAKE_FAIL", "model fake-abdomen: weights missing; reinstall SegDeep")
+    standin.chooseNode(widget.ui.inputVolumeSelector, widget.volume)
+    widget.ui.applyButton.click()
+    standin.runEventLoop(lambda: not widget.panel._running)
+    kind, text, extra = standin.Dialogs.shown[-1]
+    assert kind == "error" and "weights missing" in text
+    assert "device: cpu (fake)" in extra["detailedText"]
+    assert widget.ui.statusLabel.text() == "Failed"
+
+
+def test_updating_an_existing_segmentation_asks_first(widget, standin):
+    ui = widget.ui
+    existing = standin.slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "mine")
+    standin.chooseNode(ui.inputVolumeSelector, widget.volume)
+    standin.chooseNode(ui.outputSegmentationSelector, existing)
+    standin.Dialogs.confirmAnswer = False
+    ui.applyButton.click()
+    assert standin.Dialogs.shown[-1][0] == "confirm" and not widget.panel._running
+    standin.Dialogs.confirmAnswer = True
+    ui.applyButton.click()
+    standin.runEventLoop(lambda: not widget.panel._running)
+    assert widget.panel.lastResult.segmentationNode is existing
+    assert existing.GetSegmentation().GetNumberOfSegments() == 2
+
+
+def test_train_button_runs_and_reports(widget, standin, tmp_path):
+    config = tmp_path / "recipe.yaml"
+    config.write_text("model: {name: unet3d}\n")
+    widget.ui.trainConfigPathLineEdit.currentPath = str(config)
+    widget.ui.trainButton.click()
+    assert widget.ui.trainButton.text() == "Cancel" and not widget.ui.applyButton.isEnabled()
+    standin.runEventLoop(lambda: not widget.panel._running)
+    assert widget.ui.statusLabel.text() == "Training: done"
+    assert widget.ui.trainButton.text() == "Train"
+
+
+def test_environment_refresh_uses_the_real_cli_and_diagnostics_copy(widget, standin):
+    widget.logic.python = sys.executable
+    widget.ui.refreshEnvironmentButton.click()
+    standin.runEventLoop(lambda: widget.panel.environmentInfo != {}, timeout=120)
+    info = widget.panel.environmentInfo
+    assert info["python"] == sys.version.split()[0]
+    assert f"PyTorch {info['torch']}" in widget.ui.environmentLabel.text()
+    assert widget.ui.deviceInfoLabel.text().startswith("Detected device: ")
+    widget.ui.copyDiagnosticsButton.click()
+    copied = standin.QApplication.clipboard().text()
+    assert f"torch: {info['torch']}" in copied and "model: fake-abdomen" in copied
+
+
+def test_install_dependencies_asks_once_and_skips_slicer_packages(widget, standin, tmp_path):
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("# comment\nnumpy>=1.23\nSimpleITK>=2.2\nPyYAML>=6\n"
+                            "segdeep-surely-missing-package>=1.0\n")
+    widget.panel.requirementsPath = requirements
+    widget.ui.installDependenciesButton.click()
+    confirms = [s for s in standin.Dialogs.shown if s[0] == "confirm"]
+    assert len(confirms) == 1 and "segdeep-surely-missing-package>=1.0" in confirms[0][1]
+    assert "numpy" not in confirms[0][1] and "PyYAML" not in confirms[0][1]  # Slicer-owned / present
+    assert standin.ModuleState.pipInstalled == [["segdeep-surely-missing-package>=1.0"]]
+
+
+def test_scene_close_and_cleanup(widget, standin):
+    scene = standin.slicer.mrmlScene
+    standin.chooseNode(widget.ui.inputVolumeSelector, widget.volume)
+    for event, callback in list(scene._observers):
+        if event == scene.StartCloseEvent:
+            callback(scene, event)
+    assert widget._parameterNode is None
+    widget.cleanup()
+    assert scene._observers == [] or all(e is None for e, _ in scene._observers)
