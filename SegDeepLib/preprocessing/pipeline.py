@@ -173,6 +173,9 @@ class Preprocessed:
 
     def image_on_input_grid(self, array_kji: np.ndarray) -> sitk.Image:
         """Wrap a ``(k, j, i)`` array (one channel of :meth:`to_input_grid`) with the input geometry."""
+        array_kji = np.asarray(array_kji)
+        if array_kji.dtype == bool:
+            array_kji = array_kji.astype(np.uint8)
         image = sitk.GetImageFromArray(np.ascontiguousarray(array_kji))
         if tuple(image.GetSize()) != _input_size(self.layout):
             raise ValueError(f"array shape {array_kji.shape} does not match the input grid")

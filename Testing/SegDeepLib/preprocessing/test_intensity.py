@@ -32,7 +32,9 @@ def test_window_rescale_hand_values() -> None:
 def test_ct_nnunet_normalize_hand_values() -> None:
     hu = np.array([-500.0, 0.0, 40.0, 1000.0])
     # clip to [-100, 200], then (x - 50) / 25
-    np.testing.assert_allclose(ct_nnunet_normalize(hu, (-100, 200), 50.0, 25.0), [-6.0, -2.0, -0.4, 6.0], atol=1e-6)
+    np.testing.assert_allclose(
+        ct_nnunet_normalize(hu, (-100, 200), 50.0, 25.0), [-6.0, -2.0, -0.4, 6.0], atol=1e-6
+    )
 
 
 def test_ct_fingerprint_pools_foreground_voxels_of_all_cases() -> None:
@@ -85,11 +87,15 @@ def test_zscore_hand_values_and_mask() -> None:
 def test_density_map_formula() -> None:
     level, width = 6.0, 20.0
     hu = np.array([6.0, 26.0, -14.0, 46.0, -1000.0])
-    np.testing.assert_allclose(density_map(hu), [1.0, math.exp(-1), math.exp(-1), math.exp(-4), 0.0], atol=1e-7)
+    np.testing.assert_allclose(
+        density_map(hu), [1.0, math.exp(-1), math.exp(-1), math.exp(-4), 0.0], atol=1e-7
+    )
     # the paper's 1030 / 20 in stored units (stored = HU + 1024) is the same map as 6 / 20 in HU
     rng = np.random.default_rng(0)
     hu = rng.uniform(-1000, 1500, size=1000)
-    np.testing.assert_allclose(density_map(hu + 1024, 1030, 20), density_map(hu, level, width), atol=1e-6)
+    np.testing.assert_allclose(
+        density_map(hu + 1024, 1030, 20), density_map(hu, level, width), atol=1e-6
+    )
     with pytest.raises(SegDeepError, match="width"):
         density_map(hu, 6.0, 0.0)
 

@@ -55,7 +55,9 @@ def test_same_spacing_is_identity(direction) -> None:
     labels = make_image(random_labels(), direction)
     out = resample_to_spacing(labels, labels.GetSpacing(), "nearest")
     assert_same_grid_exact(out, labels)
-    np.testing.assert_array_equal(sitk.GetArrayViewFromImage(out), sitk.GetArrayViewFromImage(labels))
+    np.testing.assert_array_equal(
+        sitk.GetArrayViewFromImage(out), sitk.GetArrayViewFromImage(labels)
+    )
 
 
 @pytest.mark.parametrize("direction", DIRECTIONS.values(), ids=DIRECTIONS.keys())
@@ -66,7 +68,9 @@ def test_integer_upsampling_and_back_is_exact(direction) -> None:
     assert fine.GetDirection() == labels.GetDirection()
     back = resample_to_reference(fine, labels, "nearest")
     assert_same_grid_exact(back, labels)
-    np.testing.assert_array_equal(sitk.GetArrayViewFromImage(back), sitk.GetArrayViewFromImage(labels))
+    np.testing.assert_array_equal(
+        sitk.GetArrayViewFromImage(back), sitk.GetArrayViewFromImage(labels)
+    )
     assert back.GetPixelID() == labels.GetPixelID()
 
 
@@ -124,7 +128,7 @@ def test_onehot_linear_is_a_majority_vote_for_halving() -> None:
     blocks = array.reshape(4, 2, 5, 2, 6, 2).transpose(0, 2, 4, 1, 3, 5).reshape(4, 5, 6, 8)
     counts = np.stack([(blocks == v).sum(axis=-1) for v in range(3)], axis=-1)
     majority = counts.argmax(axis=-1)
-    unique = (np.sort(counts, axis=-1)[..., -1] > np.sort(counts, axis=-1)[..., -2])
+    unique = np.sort(counts, axis=-1)[..., -1] > np.sort(counts, axis=-1)[..., -2]
     assert unique.sum() > 50
     np.testing.assert_array_equal(out[unique], majority[unique])
     assert out.dtype == array.dtype
