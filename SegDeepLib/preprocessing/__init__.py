@@ -20,10 +20,12 @@ from SegDeepLib.preprocessing.regions import (
     body_mask,
     body_mask_array,
     crop,
+    crop_image,
     dilate_foreground,
     largest_component,
     margin_voxels,
     paste,
+    paste_image,
     region_box,
 )
 from SegDeepLib.preprocessing.resample import (
@@ -42,6 +44,7 @@ __all__ = [
     "body_mask_array",
     "centred_grid",
     "crop",
+    "crop_image",
     "ct_fingerprint",
     "ct_nnunet_normalize",
     "density_map",
@@ -52,6 +55,7 @@ __all__ = [
     "margin_voxels",
     "num_channels",
     "paste",
+    "paste_image",
     "preprocess",
     "preprocess_label",
     "region_box",

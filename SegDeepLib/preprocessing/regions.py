@@ -178,3 +178,45 @@ def paste(array: np.ndarray, box: CropBox, fill: float | Sequence[float] = 0) ->
     )
     out[(Ellipsis,) + box.slices] = array
     return out
+
+
+def crop_image(
+    image: sitk.Image,
+    region: sitk.Image,
+    margin_mm: float | None = None,
+    margin: Sequence[int] | int | None = None,
+) -> tuple[sitk.Image, CropBox]:
+    """Crop ``image`` to the bounding box of ``region`` (nonzero voxels, same grid) plus a margin.
+
+    Give the margin in mm (``margin_mm``, rounded up per axis) or in voxels (``margin``). Returns the
+    cropped image (its geometry follows from the crop: same spacing and direction, shifted origin) and
+    the box in the image's ``(k, j, i)`` array order, for :func:`paste_image`.
+    """
+    from SegDeepLib.io.layout import same_grid
+
+    if not same_grid(image, region, tol=1e-4):
+        raise SegDeepError("region mask: not on the image's grid; resample it onto the image first")
+    spacing_kji = tuple(reversed(image.GetSpacing()))
+    if margin_mm is not None and margin is not None:
+        raise SegDeepError("crop: give the margin in mm or in voxels, not both")
+    voxels = margin_voxels(margin_mm, spacing_kji) if margin_mm is not None else (margin or 0)
+    box = region_box(sitk.GetArrayViewFromImage(region) != 0, voxels)
+    (k0, j0, i0), (k1, j1, i1) = box.start, box.stop
+    return image[i0:i1, j0:j1, k0:k1], box
+
+
+def paste_image(
+    cropped: sitk.Image, box: CropBox, reference: sitk.Image, fill: float = 0
+) -> sitk.Image:
+    """Exact inverse of :func:`crop_image`: ``cropped`` put back on ``reference``'s grid.
+
+    Voxels outside the box get ``fill``; the pixel type is the cropped image's; the geometry is copied
+    from ``reference`` (bit for bit).
+    """
+    if tuple(reversed(reference.GetSize())) != box.full_shape:
+        raise SegDeepError(
+            f"paste: reference size {reference.GetSize()} does not match the crop box"
+        )
+    out = sitk.GetImageFromArray(paste(sitk.GetArrayFromImage(cropped), box, fill))
+    out.CopyInformation(reference)
+    return out

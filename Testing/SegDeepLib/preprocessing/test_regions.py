@@ -15,9 +15,11 @@ from SegDeepLib.preprocessing import (
     body_mask,
     body_mask_array,
     crop,
+    crop_image,
     dilate_foreground,
     margin_voxels,
     paste,
+    paste_image,
     region_box,
 )
 from Testing.conftest import shared_file
@@ -193,3 +195,39 @@ def test_body_mask_image_keeps_geometry() -> None:
     np.testing.assert_array_equal(
         sitk.GetArrayViewFromImage(mask), sitk.GetArrayViewFromImage(expected)
     )
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS.values(), ids=DIRECTIONS.keys())
+def test_crop_image_then_paste_image_is_exact(direction) -> None:
+    rng = np.random.default_rng(2)
+    image = sitk.GetImageFromArray(rng.integers(-1000, 1000, size=(12, 14, 16)).astype(np.int16))
+    image.SetSpacing((0.8, 1.1, 3.0))
+    image.SetOrigin((1.5, -2.25, 30.0))
+    image.SetDirection(direction)
+    region_array = np.zeros((12, 14, 16), np.uint8)
+    region_array[5:7, 4:9, 6:8] = 1
+    region = sitk.GetImageFromArray(region_array)
+    region.CopyInformation(image)
+    cropped, box = crop_image(image, region, margin_mm=3.0)
+    assert box.start == (4, 1, 2) and box.stop == (8, 12, 12)  # margins 1, 3, 4 voxels (k, j, i)
+    # the cropped voxels sit at the same physical points as in the full image
+    corner = image.TransformIndexToPhysicalPoint((2, 1, 4))
+    np.testing.assert_allclose(cropped.GetOrigin(), corner, atol=1e-9)
+    np.testing.assert_array_equal(
+        sitk.GetArrayViewFromImage(cropped), sitk.GetArrayViewFromImage(image)[box.slices]
+    )
+    back = paste_image(cropped, box, image, fill=-1024)
+    assert (back.GetOrigin(), back.GetSpacing(), back.GetDirection()) == (
+        image.GetOrigin(),
+        image.GetSpacing(),
+        image.GetDirection(),
+    )
+    expected = np.full((12, 14, 16), -1024, np.int16)
+    expected[box.slices] = sitk.GetArrayViewFromImage(image)[box.slices]
+    np.testing.assert_array_equal(sitk.GetArrayViewFromImage(back), expected)
+    cropped_vox, box_vox = crop_image(image, region, margin=(0, 1, 2))
+    assert box_vox.start == (5, 3, 4) and box_vox.stop == (7, 10, 10)
+    moved = sitk.Image(region)
+    moved.SetOrigin((0.0, 0.0, 0.0))
+    with pytest.raises(SegDeepError, match="not on the image's grid"):
+        crop_image(image, moved)
