@@ -225,7 +225,7 @@ def test_crop_image_then_paste_image_is_exact(direction) -> None:
     expected = np.full((12, 14, 16), -1024, np.int16)
     expected[box.slices] = sitk.GetArrayViewFromImage(image)[box.slices]
     np.testing.assert_array_equal(sitk.GetArrayViewFromImage(back), expected)
-    cropped_vox, box_vox = crop_image(image, region, margin=(0, 1, 2))
+    _, box_vox = crop_image(image, region, margin=(0, 1, 2))
     assert box_vox.start == (5, 3, 4) and box_vox.stop == (7, 10, 10)
     moved = sitk.Image(region)
     moved.SetOrigin((0.0, 0.0, 0.0))
