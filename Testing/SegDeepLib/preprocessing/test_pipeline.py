@@ -209,3 +209,21 @@ def test_real_ct_round_trip() -> None:
     for value in (1, 5):
         a, b = back == value, reference == value
         assert 2 * np.sum(a & b) / (a.sum() + b.sum()) > 0.85
+
+
+def test_real_mr_zscore_inside_nonzero_voxels() -> None:
+    mr = read_image(shared_file("totalsegmentator-testfiles/mr_abdomen_3mm/example_mr_sm.nii.gz"))
+    pre = preprocess(mr, {"intensity": {"kind": "zscore", "mask": "nonzero"}})
+    raw, _ = to_canonical(mr)
+    inside = pre.array[0][raw != 0]
+    assert abs(inside.mean()) < 1e-3 and abs(inside.std() - 1) < 1e-3
+    expected = (raw - raw[raw != 0].mean()) / raw[raw != 0].std()
+    np.testing.assert_allclose(pre.array[0], expected, rtol=1e-4, atol=1e-4)
+
+
+def test_singleton_4d_image_is_accepted() -> None:
+    ct, _ = body_case(DIRECTIONS["identity"])
+    four = sitk.JoinSeries([ct])
+    assert four.GetDimension() == 4
+    pre = preprocess(four, {"intensity": WINDOW})
+    assert pre.array.shape == (1,) + to_canonical(ct)[0].shape
