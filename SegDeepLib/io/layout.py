@@ -83,8 +83,9 @@ def _geometry_copy(image: sitk.Image) -> sitk.Image:
 def to_canonical(image: sitk.Image, dtype: np.dtype | type | None = np.float32) -> tuple[np.ndarray, CanonicalLayout]:
     """Return the image's voxels as a contiguous canonical ``(Z, Y, X)`` array and the layout."""
     layout = _layout(image)
-    array = layout.to_array(sitk.GetArrayViewFromImage(image))
-    array = np.ascontiguousarray(array, dtype=dtype) if dtype is not None else np.ascontiguousarray(array)
+    view = layout.to_array(sitk.GetArrayViewFromImage(image))
+    # always a copy: a view would point into the image's buffer and dangle once the image is freed
+    array = np.array(view, dtype=dtype if dtype is not None else view.dtype, order="C", copy=True)
     return array, layout
 
 

@@ -74,3 +74,12 @@ def test_shape_mismatch_is_refused() -> None:
     array, layout = to_canonical(synthetic())
     with pytest.raises(ValueError, match="does not match"):
         from_canonical(array[:-1], layout)
+
+
+def test_array_owns_its_memory() -> None:
+    image = synthetic((1, 0, 0, 0, 1, 0, 0, 0, 1))
+    array, _ = to_canonical(image, dtype=None)
+    assert array.flags.owndata and array.flags.c_contiguous
+    expected = sitk.GetArrayFromImage(image)
+    del image  # the array must not dangle into the freed image buffer
+    np.testing.assert_array_equal(array, expected)
