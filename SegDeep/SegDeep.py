@@ -6,6 +6,7 @@ computation in the pure-Python ``SegDeepLib`` library, run in a subprocess.
 
 import logging
 import os
+import pathlib
 from typing import Annotated
 
 import slicer
@@ -49,6 +50,7 @@ class SegDeepParameterNode:
     fast: bool = False
     tta: bool = False
     show3D: bool = True
+    trainConfig: pathlib.Path
 
 
 class SegDeepWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):

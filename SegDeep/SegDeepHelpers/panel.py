@@ -193,7 +193,7 @@ class SegDeepPanel:
             self._running = "train"
             try:
                 self.ui.logTextEdit.clear()
-                self.logic.train(self.ui.trainConfigPathLineEdit.currentPath, overrides,
+                self.logic.train(str(self.parameterNode().trainConfig), overrides,
                                  device=self.selectedDevice(), waitForCompletion=False,
                                  onProgress=self.onProgress, onLog=self.appendLog,
                                  onFinished=self.onTrainingFinished)

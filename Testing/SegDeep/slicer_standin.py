@@ -62,14 +62,10 @@ def _record(owner: str, name: str) -> None:
 
 # ================================================================ vtk ===========================
 class vtkMatrix4x4:
+    """Holds its 4x4 values in numpy; read through slicer.util.arrayFromVTKMatrix."""
+
     def __init__(self) -> None:
         self._m = np.eye(4)
-
-    def SetElement(self, i: int, j: int, value: float) -> None:
-        self._m[i, j] = value
-
-    def GetElement(self, i: int, j: int) -> float:
-        return float(self._m[i, j])
 
 
 class vtkCommand:
@@ -326,9 +322,6 @@ class QWidget(_Signals):
         self._enabled = self._props.get("enabled", True)
         self._visible = True
 
-    def objectName(self) -> str:
-        return self._objectName
-
     def setEnabled(self, enabled: bool) -> None:
         self._enabled = bool(enabled)
 
@@ -340,9 +333,6 @@ class QWidget(_Signals):
 
     def isVisible(self) -> bool:
         return self._visible
-
-    def setToolTip(self, text: str) -> None:
-        self._props["toolTip"] = text
 
     def property(self, name: str) -> Any:
         return self._props.get(name)
@@ -479,7 +469,7 @@ class ctkCollapsibleButton(QPushButton):
 
 
 class ctkPathLineEdit(QWidget):
-    currentPath = ""  # PythonQt exposes the Q_PROPERTY as an attribute
+    pass
 
 
 class qMRMLWidget(QWidget):
@@ -618,6 +608,12 @@ def click(button: QPushButton) -> None:
     button.click()
 
 
+def choosePath(pathEdit: ctkPathLineEdit, path: str) -> None:
+    """What a user does with a path line edit (browse or type)."""
+    pathEdit._props["currentPath"] = str(path)
+    pathEdit._emit("currentPathChanged(QString)", str(path))
+
+
 # ================================================================ parameterNodeWrapper ==========
 class Choice:
     def __init__(self, choices: list) -> None:
@@ -633,7 +629,7 @@ def parameterNodeWrapper(cls: type) -> type:
     """Typed parameter node: attribute storage in the scripted module node, Choice validation,
     Modified events, and GUI binding through the widgets' ``SlicerParameterName`` property."""
     hints = typing.get_type_hints(cls, include_extras=True)
-    defaults = {name: getattr(cls, name, None) for name in hints}
+    defaults = {name: getattr(cls, name, Path() if hints[name] is Path else None) for name in hints}
 
     class Wrapper:
         def __init__(self, node: vtkMRMLScriptedModuleNode) -> None:
@@ -678,6 +674,8 @@ def parameterNodeWrapper(cls: type) -> type:
             elif isinstance(widget, QCheckBox):
                 widget._props["checked"] = bool(getattr(self, name))
                 signal, slot = "toggled(bool)", lambda checked: setattr(self, name, bool(checked))
+            elif isinstance(widget, ctkPathLineEdit):
+                signal, slot = "currentPathChanged(QString)", lambda text: setattr(self, name, Path(text))
             else:
                 raise AssertionError(f"no GUI connector for {type(widget).__name__} ({name})")
             widget.connect(signal, slot)

@@ -135,7 +135,8 @@ def test_updating_an_existing_segmentation_asks_first(widget, standin):
 def test_train_button_runs_and_reports(widget, standin, tmp_path):
     config = tmp_path / "recipe.yaml"
     config.write_text("model: {name: unet3d}\n")
-    widget.ui.trainConfigPathLineEdit.currentPath = str(config)
+    standin.choosePath(widget.ui.trainConfigPathLineEdit, config)
+    assert widget._parameterNode.trainConfig == config
     widget.ui.trainButton.click()
     assert widget.ui.trainButton.text() == "Cancel" and not widget.ui.applyButton.isEnabled()
     standin.runEventLoop(lambda: not widget.panel._running)

@@ -1,0 +1,114 @@
+"""The stand-in is strict and honest: it offers only names from slicer-conventions.md (Slicer) or
+real Qt names (checked against PyQt5), refuses everything else, and records what the module used."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from pathlib import Path
+
+import pytest
+
+from Testing.conftest import REPO
+from Testing.SegDeep.helpers import fake_python, oblique_ijk_to_ras, phantom_array
+
+CONVENTIONS = REPO.parent / "shared" / "docs" / "slicer-conventions.md"
+# Names of the stand-in's own plumbing, not offered as Slicer API (VTK's observer core is used
+# only by the stand-in's VTKObservationMixin and parameter-node wrapper).
+PLUMBING = {"AddObserver", "RemoveObserver", "Modified", "connect"}
+
+
+@pytest.fixture
+def conventions() -> str:
+    if not CONVENTIONS.exists():
+        pytest.skip(f"{CONVENTIONS} not available")
+    return CONVENTIONS.read_text()
+
+
+def _public_methods(cls) -> set[str]:
+    return {n for n, v in vars(cls).items() if not n.startswith("_") and callable(v)}
+
+
+def test_module_members_are_all_in_the_conventions(standin, conventions):
+    for module, names in standin.ALLOWED.items():
+        for name in names:
+            if module == "qt":
+                continue  # Qt names are checked against PyQt5 below
+            assert re.search(rf"\b{re.escape(name)}\b", conventions), f"{module}.{name}"
+
+
+def test_fake_mrml_methods_are_all_in_the_conventions(standin, conventions):
+    classes = [standin.vtkMRMLScalarVolumeNode, standin.vtkMRMLSegmentationNode, standin.vtkSegment,
+               standin.vtkSegmentation, standin.vtkMRMLSubjectHierarchyNode, standin.vtkMRMLScene,
+               standin.vtkMatrix4x4, standin._Node, standin.SegmentEditorWidget,
+               standin.qMRMLNodeComboBox, standin.qMRMLSegmentationShow3DButton,
+               standin.qMRMLWidget, standin.ScriptedLoadableModuleWidget,
+               standin.ScriptedLoadableModuleLogic, standin.VTKObservationMixin]
+    for cls in classes:
+        for name in _public_methods(cls) - PLUMBING:
+            assert re.search(rf"\b{re.escape(name)}\b", conventions), f"{cls.__name__}.{name}"
+    wrapper = standin.parameterNodeWrapper(type("P", (), {"__annotations__": {"x": bool}}))
+    for name in _public_methods(wrapper) - PLUMBING:
+        assert name in conventions, f"parameterNodeWrapper.{name}"
+
+
+def test_fake_qt_methods_exist_in_real_qt(standin):
+    QtWidgets = pytest.importorskip("PyQt5.QtWidgets")
+    QtCore = pytest.importorskip("PyQt5.QtCore")
+    nearest = {"ctkCollapsibleButton": "QPushButton", "ctkPathLineEdit": "QWidget",
+               "qMRMLWidget": "QWidget", "qMRMLNodeComboBox": "QWidget",
+               "qMRMLSegmentationShow3DButton": "QPushButton"}
+    for name, cls in standin.WIDGET_CLASSES.items():
+        real = getattr(QtWidgets, nearest.get(name, name))
+        for method in _public_methods(cls) - PLUMBING - {"setMRMLScene", "setSegmentationNode"}:
+            assert hasattr(real, method), f"{name}.{method} is not a Qt method"
+    for method in _public_methods(standin.QListWidgetItem):
+        assert hasattr(QtWidgets.QListWidgetItem, method)
+    assert hasattr(QtWidgets.QApplication, "clipboard") and hasattr(QtCore.QTimer, "singleShot")
+    assert int(QtCore.Qt.ItemIsUserCheckable) == 16 and int(QtCore.Qt.Checked) == 2
+
+
+def test_unknown_names_raise_attribute_error(standin):
+    slicer = standin.slicer
+    with pytest.raises(AttributeError, match="not in slicer-conventions"):
+        slicer.util.updateSegmentationFromLabelmap  # invented in many tutorials; does not exist
+    with pytest.raises(AttributeError):
+        slicer.util.addSegmentFromLabelmapVolume
+    with pytest.raises(AttributeError):
+        slicer.app
+    with pytest.raises(AttributeError):
+        standin.slicer.mrmlScene.GetNodeByID("x")
+    volume = slicer.util.addVolumeFromArray(phantom_array(), oblique_ijk_to_ras())
+    with pytest.raises(AttributeError):
+        volume.GetName()
+
+
+def test_module_uses_only_conventions_api_in_a_full_run(standin, conventions, tmp_path):
+    """Drive setup + segment + editor hand-over and check every recorded Slicer call."""
+    import SegDeep
+
+    widget = SegDeep.SegDeepWidget()
+    widget.setup()
+    volume = standin.slicer.util.addVolumeFromArray(phantom_array(), oblique_ijk_to_ras(), "CT")
+    widget.logic.python = fake_python(tmp_path)
+    result = widget.logic.segment(volume, "any", show3D=True)
+    from SegDeepHelpers.segmentation import openInSegmentEditor
+
+    openInSegmentEditor(result.segmentationNode, volume)
+    used = sorted(set(standin.RECORD))
+    assert len(used) > 25
+    for owner, name in used:
+        assert re.search(rf"\b{re.escape(name)}\b", conventions), f"{owner}.{name}"
+    (tmp_path / "slicer_calls.txt").write_text("\n".join(f"{o}.{n}" for o, n in used))
+
+
+def test_module_sources_import_no_unlisted_slicer_modules(helpers_path):
+    """SegDeep.py and SegDeepHelpers import Slicer only through the modules the stand-in offers."""
+    from Testing.SegDeep.slicer_standin import MODULE_NAMES
+
+    allowed = set(MODULE_NAMES) | {"PyTorchUtils"}
+    sources = [helpers_path / "SegDeep.py", *sorted((helpers_path / "SegDeepHelpers").glob("*.py"))]
+    pattern = re.compile(r"^\s*(?:from|import)\s+(slicer[\w.]*|qt|ctk|vtk|PyTorchUtils)\b", re.M)
+    for source in sources:
+        for module in pattern.findall(source.read_text()):
+            assert module in allowed, f"{source.name} imports {module}"
