@@ -1,0 +1,53 @@
+"""Cascade stage 2 data: C2 = the stage-1 model's prediction on each training case, dilated.
+
+``StageRegions(model_folder, dilation_mm)(case, image) -> region mask on the image's grid``. Stage 1
+runs with non-overlapping tiles (the cascade paper), through the same adapter validation uses.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from SegDeepLib.data.datasets import Case
+from SegDeepLib.io.model_folder import load_weights, read_spec
+
+
+class StageRegions:
+    """Callable region provider for :class:`SegDeepLib.data.cache.CaseCache`."""
+
+    def __init__(self, model_folder: str | Path, dilation_mm: float) -> None:
+        self.folder = Path(model_folder)
+        self.spec = read_spec(self.folder)
+        self.dilation_mm = float(dilation_mm)
+        self.tag = f"{self.spec['weights']['sha256'][:12]}-{self.dilation_mm}"
+        self._model = None
+
+    def model(self) -> torch.nn.Module:
+        if self._model is None:
+            from SegDeepLib.models import build_model
+
+            self._model = build_model(self.spec["networks"]["main"])
+            self._model.load_state_dict(load_weights(self.folder, self.spec)["main"])
+            self._model.eval()
+        return self._model
+
+    def predict(self, image: sitk.Image) -> sitk.Image:
+        """Stage-1 label map on the image's grid."""
+        from SegDeepLib.preprocessing import preprocess
+        from SegDeepLib.training.validation import predict_probabilities_3d
+
+        pre = preprocess(image, self.spec["preprocessing"])
+        settings = self.spec.get("inference", {})
+        num_classes = len(self.spec["labels"]["labels"]) + 1
+        probs = predict_probabilities_3d(self.model(), pre.array, settings.get("tile_size", [64, 64, 64]),
+                                         settings.get("stage1_overlap", 0.0), num_classes, torch.device("cpu"))
+        return pre.to_input_grid(probs.argmax(0).astype(np.uint8), is_label=True)
+
+    def __call__(self, case: Case, image: sitk.Image) -> sitk.Image:
+        from SegDeepLib.preprocessing import dilate_foreground
+
+        return dilate_foreground(self.predict(image), self.dilation_mm, in_mm=True)
