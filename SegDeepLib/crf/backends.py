@@ -1,0 +1,127 @@
+"""CRF message-passing backends: discovery, automatic choice and filter construction.
+
+* ``exact``: brute-force O(N^2) Gaussians (tiny volumes; the reference in tests);
+* ``torch``: permutohedral lattice + separable Gaussian in PyTorch ops (any device, always there);
+* ``cpp``: the same operators in the bundled multi-threaded C++ extension (CPU tensors);
+* ``cuda``: the lattice built with PyTorch ops on the GPU, filtered by the bundled CUDA kernels.
+
+``auto`` picks ``cuda`` for CUDA tensors and ``cpp`` for CPU tensors when their extension builds,
+else ``torch``. It never picks ``exact``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+import torch
+
+from SegDeepLib.crf import filters, lattice, separable
+from SegDeepLib.crf.extension import extension_error, load_extension
+from SegDeepLib.errors import SegDeepError
+
+LOG = logging.getLogger(__name__)
+BACKENDS = ("exact", "torch", "cpp", "cuda")
+_LOGGED: set[str] = set()
+
+
+def available_backends() -> list[str]:
+    """Backends usable in this process (builds the extensions on first call; cached)."""
+    names = ["exact", "torch"]
+    if load_extension("cpu") is not None:
+        names.append("cpp")
+    if torch.cuda.is_available() and load_extension("cuda") is not None:
+        names.append("cuda")
+    return names
+
+
+def resolve_backend(name: str, device: torch.device) -> str:
+    """The concrete backend for ``name`` ("auto" or one of BACKENDS) on ``device``."""
+    if name not in BACKENDS + ("auto",):
+        raise SegDeepError(f"CRF backend '{name}': unknown; use one of auto, {', '.join(BACKENDS)}")
+    if name == "auto":
+        kind = "cuda" if device.type == "cuda" else "cpu"
+        chosen = "torch"
+        if device.type in ("cpu", "cuda") and load_extension(kind) is not None:
+            chosen = "cpp" if kind == "cpu" else "cuda"
+    else:
+        chosen = name
+        _check_explicit(name, device)
+    if chosen not in _LOGGED:
+        LOG.info("CRF backend: %s (requested %s, device %s)", chosen, name, device)
+        _LOGGED.add(chosen)
+    return chosen
+
+
+def _check_explicit(name: str, device: torch.device) -> None:
+    if name in ("cpp", "cuda"):
+        wanted = "cpu" if name == "cpp" else "cuda"
+        if device.type != wanted:
+            raise SegDeepError(f"CRF backend '{name}': needs {wanted} tensors, got {device.type}")
+        if load_extension(wanted) is None:
+            raise SegDeepError(
+                f"CRF backend '{name}': extension unavailable ({extension_error(wanted)}); "
+                "use backend='auto' to fall back to the PyTorch lattice"
+            )
+
+
+def grid_positions(shape: Sequence[int], spacing: Sequence[float], device) -> torch.Tensor:
+    """(N, S) voxel positions in millimetres (float64), C order over ``shape``."""
+    axes = [torch.arange(n, dtype=torch.float64, device=device) * s for n, s in zip(shape, spacing)]
+    grids = torch.meshgrid(*axes, indexing="ij")
+    return torch.stack([g.reshape(-1) for g in grids], 1)
+
+
+def bilateral_features(
+    image: torch.Tensor, spacing: Sequence[float], theta_alpha: float, theta_beta: Sequence[float]
+) -> torch.Tensor:
+    """(N, S + C) appearance features of ``image`` (C, *spatial), scaled by the bandwidths."""
+    pos = grid_positions(image.shape[1:], spacing, image.device) / theta_alpha
+    beta = torch.tensor(theta_beta, dtype=torch.float64, device=image.device)
+    inten = image.reshape(image.shape[0], -1).t().to(torch.float64) / beta
+    return torch.cat([pos, inten], 1)
+
+
+def build_lattice_for(backend: str, features: torch.Tensor) -> lattice.Lattice:
+    """Lattice of ``features`` (N, d) float64, built by the C++ extension when it is the backend."""
+    if backend == "cpp":
+        module = load_extension("cpu")
+        try:
+            index, weight, neighbors = module.build_lattice(features.contiguous())
+        except RuntimeError as exc:
+            raise SegDeepError(f"CRF lattice: {str(exc).splitlines()[0]}") from exc
+        return lattice.Lattice(index, weight, neighbors, neighbors.shape[2])
+    return lattice.build_lattice(features)
+
+
+def appearance_filter(
+    backend: str, features: torch.Tensor, dtype: torch.dtype
+) -> filters.MessageFilter:
+    """Row-normalised appearance (bilateral) filter over scaled ``features`` (N, d)."""
+    if backend == "exact":
+        return filters.ExactFilter(features, dtype)
+    lat = build_lattice_for(backend, features)
+    if backend == "torch":
+        return filters.TorchLatticeFilter(lat, dtype)
+    return filters.ExtensionLatticeFilter(lat, dtype, load_extension(_kind(backend)))
+
+
+def smoothness_filter(
+    backend: str,
+    shape: Sequence[int],
+    spacing: Sequence[float],
+    theta_gamma: float,
+    device,
+    dtype: torch.dtype,
+) -> filters.MessageFilter:
+    """Row-normalised smoothness (position-only) filter: separable, or brute force for exact."""
+    if backend == "exact":
+        return filters.ExactFilter(grid_positions(shape, spacing, device) / theta_gamma, dtype)
+    bands = separable.smoothness_bands(shape, theta_gamma, spacing, dtype)
+    if backend == "torch":
+        return filters.SeparableFilter(shape, bands, device)
+    return filters.ExtensionSeparableFilter(shape, bands, device, load_extension(_kind(backend)))
+
+
+def _kind(backend: str) -> str:
+    return "cpu" if backend == "cpp" else "cuda"

@@ -1,0 +1,94 @@
+"""Building and loading the bundled C++ (CPU) and CUDA CRF extensions.
+
+The sources live in ``SegDeepLib/crf/csrc``. They are compiled with ``torch.utils.cpp_extension``
+on first use (or ahead of time with ``segdeep crf --build-extension``) into a cache folder keyed by
+the sources, the torch version and the Python version, so a build happens once per machine. A
+failed build (no compiler, no nvcc, ...) logs a one-line warning and the caller falls back to the
+pure-PyTorch backend; it never raises.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+LOG = logging.getLogger(__name__)
+CSRC = Path(__file__).resolve().parent / "csrc"
+CPU_SOURCES = ("crf_cpu.cpp",)
+CUDA_SOURCES = ("crf_cuda.cpp", "crf_kernels.cu")
+_LOADED: dict[str, ModuleType | None] = {}
+_ERRORS: dict[str, str] = {}
+
+
+def cache_root() -> Path:
+    """Folder holding compiled extensions (``SEGDEEP_EXT_CACHE`` or ~/.cache/segdeep/torch_ext)."""
+    env = os.environ.get("SEGDEEP_EXT_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "segdeep" / "torch_ext"
+
+
+def _build_dir(kind: str, sources: tuple[str, ...]) -> tuple[str, Path]:
+    digest = hashlib.sha256()
+    for name in sources:
+        digest.update((CSRC / name).read_bytes())
+    digest.update(torch.__version__.encode())
+    digest.update(sys.version.encode())
+    tag = digest.hexdigest()[:12]
+    name = f"segdeep_crf_{kind}_{tag}"
+    return name, cache_root() / name
+
+
+def _compile(kind: str) -> ModuleType:
+    from torch.utils.cpp_extension import load
+
+    sources = CPU_SOURCES if kind == "cpu" else CUDA_SOURCES
+    name, build_dir = _build_dir(kind, sources)
+    build_dir.mkdir(parents=True, exist_ok=True)
+    flags = ["-O3", "-fopenmp"]
+    kwargs = dict(
+        name=name,
+        sources=[str(CSRC / s) for s in sources],
+        build_directory=str(build_dir),
+        extra_cflags=flags,
+        extra_ldflags=["-fopenmp"],
+        verbose=False,
+    )
+    if kind == "cuda":
+        kwargs["extra_cuda_cflags"] = ["-O3"]
+    return load(**kwargs)
+
+
+def load_extension(kind: str) -> ModuleType | None:
+    """The compiled ``kind`` ("cpu" or "cuda") extension, or None (with one warning) on failure."""
+    if kind in _LOADED:
+        return _LOADED[kind]
+    module = None
+    if os.environ.get("SEGDEEP_CRF_NO_EXTENSIONS"):
+        _ERRORS[kind] = "disabled by SEGDEEP_CRF_NO_EXTENSIONS"
+    elif kind == "cuda" and not torch.cuda.is_available():
+        _ERRORS[kind] = "no CUDA device"
+    else:
+        try:
+            module = _compile(kind)
+        except Exception as exc:  # noqa: BLE001 - any build failure means "fall back"
+            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            _ERRORS[kind] = reason[:200]
+            warnings.warn(
+                f"SegDeep CRF: the {kind} extension could not be built ({_ERRORS[kind]}); "
+                "falling back to the pure-PyTorch lattice",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+    _LOADED[kind] = module
+    return module
+
+
+def extension_error(kind: str) -> str | None:
+    """Why the ``kind`` extension is unavailable (None if it loaded or was never tried)."""
+    return _ERRORS.get(kind)

@@ -1,0 +1,180 @@
+"""Permutohedral lattice (Adams, Baek & Davis 2010) in pure PyTorch.
+
+The lattice is *built* once per image and kernel (:func:`build_lattice`): every point gets the
+d + 1 vertices of its enclosing simplex (``index``) with barycentric ``weight`` s, and every vertex
+its two neighbours along each of the d + 1 lattice directions (``neighbors``). Filtering
+(:func:`lattice_filter`) is then splat -> blur along each direction -> slice, which is a linear map
+``A = S^T B_d ... B_0 S``; its adjoint is the same map with the blurs in reverse order (each B_j is
+symmetric), which is what the backward pass uses.
+
+The same :class:`Lattice` tensors are consumed by the C++ and CUDA filters, so all lattice
+backends compute the same operator. Vertex keys are packed into one int64 with per-axis padding,
+so that neighbour keys never alias; offsets and indices are int64 throughout.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from SegDeepLib.errors import SegDeepError
+
+_MAX_PACKED = 2**62
+
+
+@dataclass
+class Lattice:
+    """A built lattice: ``index``/``weight`` (N, d+1), ``neighbors`` (d+1, 2, M) int64.
+
+    Missing neighbours point to vertex ``M``, a row that is always zero. ``norm`` (N,) is the
+    filtered constant 1 (the row normaliser), filled in by the backend that built the lattice.
+    """
+
+    index: torch.Tensor
+    weight: torch.Tensor
+    neighbors: torch.Tensor
+    num_vertices: int
+    norm: torch.Tensor | None = None
+
+    @property
+    def dim(self) -> int:
+        """Feature dimension d."""
+        return self.index.shape[1] - 1
+
+
+def _elevation_matrix(d: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(d, d+1) matrix mapping scaled features onto the plane sum(x) = 0, times the scales."""
+    inv_std = (d + 1) * math.sqrt(2.0 / 3.0)
+    scale = torch.tensor(
+        [inv_std / math.sqrt((k + 1) * (k + 2)) for k in range(d)], dtype=dtype, device=device
+    )
+    mat = torch.zeros(d, d + 1, dtype=dtype, device=device)
+    for j in range(d + 1):
+        mat[j:, j] = 1.0
+        if j >= 1:
+            mat[j - 1, j] = -float(j)
+    return mat * scale[:, None]
+
+
+def _rank(residual: torch.Tensor) -> torch.Tensor:
+    """Rank of each residual inside its point (ties broken like Kraehenbuehl's code)."""
+    n, dp1 = residual.shape
+    rank = torch.zeros(n, dp1, dtype=torch.int64, device=residual.device)
+    for i in range(dp1):
+        for j in range(i + 1, dp1):
+            lower = (residual[:, i] < residual[:, j]).long()
+            rank[:, i] += lower
+            rank[:, j] += 1 - lower
+    return rank
+
+
+def simplex_coordinates(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Vertex coordinates (N, d+1, d) int64 and barycentric weights (N, d+1) of every point.
+
+    ``features`` (N, d) are already divided by their bandwidths; computed in float64.
+    """
+    feat = features.to(torch.float64)
+    n, d = feat.shape
+    elevated = feat @ _elevation_matrix(d, torch.float64, feat.device)
+    down = elevated / (d + 1)
+    up_pt = torch.ceil(down) * (d + 1)
+    down_pt = torch.floor(down) * (d + 1)
+    rem0 = torch.where(up_pt - elevated < elevated - down_pt, up_pt, down_pt)
+    total = torch.round(rem0.sum(1) / (d + 1)).long()[:, None]
+    rank = _rank(elevated - rem0)
+    pos = total > 0
+    neg = total < 0
+    high = pos & (rank >= d + 1 - total)
+    low = neg & (rank < -total)
+    rem0 = rem0 - (d + 1) * high.to(rem0.dtype) + (d + 1) * low.to(rem0.dtype)
+    rank = rank + total + (d + 1) * (low.long() - high.long())
+    vals = (elevated - rem0) / (d + 1)
+    bary = torch.zeros(n, d + 2, dtype=torch.float64, device=feat.device)
+    bary.scatter_add_(1, d - rank, vals)
+    bary.scatter_add_(1, d - rank + 1, -vals)
+    bary[:, 0] += 1.0 + bary[:, d + 1]
+    rem = torch.arange(d + 1, device=feat.device)
+    r0 = rem0[:, None, :d].long()
+    keys = r0 + rem[None, :, None] - (d + 1) * (rank[:, None, :d] > d - rem[None, :, None]).long()
+    return keys, bary[:, : d + 1]
+
+
+def _packing(keys: torch.Tensor, d: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-axis origin and stride packing key coordinates (+- d+1 padding) into one int64."""
+    flat = keys.reshape(-1, d)
+    lo = flat.min(0).values - (d + 2)
+    extent = flat.max(0).values + (d + 2) - lo + 1
+    total = 1
+    strides = []
+    for size in extent.tolist():
+        strides.append(total)
+        total *= int(size)
+    if total >= _MAX_PACKED:
+        raise SegDeepError(
+            "CRF lattice: feature range too large for the lattice keys (theta_beta or theta_alpha "
+            "far too small for this image); use larger bandwidths or rescale the intensities"
+        )
+    return lo, torch.tensor(strides, dtype=torch.int64, device=keys.device)
+
+
+def direction_offsets(d: int, device: torch.device) -> torch.Tensor:
+    """(d+1, d) int64 key offsets of the d+1 lattice directions (first d coordinates)."""
+    off = torch.full((d + 1, d), -1, dtype=torch.int64, device=device)
+    for j in range(d):
+        off[j, j] = d
+    return off
+
+
+def build_lattice(features: torch.Tensor) -> Lattice:
+    """Build the lattice of ``features`` (N, d) (already divided by the bandwidths)."""
+    if features.ndim != 2 or features.shape[0] == 0:
+        raise SegDeepError("CRF lattice: features must be a non-empty (N, d) tensor")
+    n, d = features.shape
+    keys, bary = simplex_coordinates(features)
+    lo, strides = _packing(keys, d)
+    packed = ((keys - lo) * strides).sum(-1).reshape(-1)
+    uniq, inverse = torch.unique(packed, sorted=True, return_inverse=True)
+    m = uniq.numel()
+    neighbors = torch.empty(d + 1, 2, m, dtype=torch.int64, device=features.device)
+    shifts = (direction_offsets(d, features.device) * strides).sum(1)
+    for j, shift in enumerate(shifts.tolist()):
+        for side, sign in enumerate((1, -1)):
+            target = uniq + sign * shift
+            pos = torch.searchsorted(uniq, target).clamp_(max=m - 1)
+            found = uniq[pos] == target
+            neighbors[j, side] = torch.where(found, pos, torch.full_like(pos, m))
+    weight = bary.to(features.dtype if features.is_floating_point() else torch.float32)
+    return Lattice(inverse.reshape(n, d + 1), weight, neighbors, m)
+
+
+def splat(lat: Lattice, values: torch.Tensor) -> torch.Tensor:
+    """Splat ``values`` (C, N) onto the vertices: (C, M+1), last row zero."""
+    c = values.shape[0]
+    out = values.new_zeros(c, lat.num_vertices + 1)
+    contrib = values[:, :, None] * lat.weight.to(values.dtype)[None]
+    out.index_add_(1, lat.index.reshape(-1), contrib.reshape(c, -1))
+    return out
+
+
+def blur(lat: Lattice, verts: torch.Tensor, reverse: bool = False) -> torch.Tensor:
+    """[1/2, 1, 1/2] blur along every lattice direction (reverse order for the adjoint)."""
+    m = lat.num_vertices
+    order = range(lat.dim, -1, -1) if reverse else range(lat.dim + 1)
+    for j in order:
+        new = verts.clone()
+        new[:, :m] += 0.5 * (verts[:, lat.neighbors[j, 0]] + verts[:, lat.neighbors[j, 1]])
+        verts = new
+    return verts
+
+
+def slice_values(lat: Lattice, verts: torch.Tensor) -> torch.Tensor:
+    """Interpolate vertex values back at the points: (C, N)."""
+    gathered = verts[:, lat.index]
+    return (gathered * lat.weight.to(verts.dtype)[None]).sum(-1)
+
+
+def lattice_filter(lat: Lattice, values: torch.Tensor, reverse: bool = False) -> torch.Tensor:
+    """Unnormalised lattice filtering of ``values`` (C, N); ``reverse`` gives the adjoint."""
+    return slice_values(lat, blur(lat, splat(lat, values), reverse))
