@@ -126,7 +126,7 @@ def bspline_weights(n_out: int, n_ctrl: int, spacing: int) -> np.ndarray:
 def elastic_field(ctrl: np.ndarray, patch: Sequence[int], spacing: int) -> np.ndarray:
     """Dense ``(3, *patch)`` displacement from control-point displacements (separable B-spline)."""
     wz, wy, wx = (bspline_weights(p, n, spacing) for p, n in zip(patch, ctrl.shape[1:]))
-    return np.einsum("az,by,cx,dabc->dzyx", wz, wy, wx, ctrl.astype(np.float64)).astype(np.float32)
+    return np.einsum("za,yb,xc,dabc->dzyx", wz, wy, wx, ctrl.astype(np.float64)).astype(np.float32)
 
 
 def _rotation(angles: Sequence[float]) -> np.ndarray:
@@ -145,7 +145,7 @@ def source_coordinates(params: SpatialParams, patch: Sequence[int], centre: Sequ
     if params.elastic is not None:
         coords = coords + elastic_field(params.elastic, patch, params.grid_spacing)
     offset = np.asarray(centre, np.float32) + np.asarray(params.translation, np.float32)
-    return coords + offset.reshape(3, 1, 1, 1)
+    return (coords + offset.reshape(3, 1, 1, 1)).astype(np.float32)
 
 
 def sample_volume(volume: np.ndarray, coords: np.ndarray, nearest: bool, fill: float = 0.0) -> np.ndarray:
@@ -160,7 +160,7 @@ def sample_volume(volume: np.ndarray, coords: np.ndarray, nearest: bool, fill: f
     box = np.ascontiguousarray(volume[:, lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]], dtype=np.float32)
     local = coords - lo.reshape(3, 1, 1, 1)
     size = np.asarray(box.shape[1:], np.float32).reshape(3, 1, 1, 1)
-    norm = (2 * local + 1) / size - 1  # align_corners=False convention
+    norm = ((2 * local + 1) / size - 1).astype(np.float32)  # align_corners=False convention
     grid = torch.from_numpy(norm[::-1].copy()).permute(1, 2, 3, 0)[None]  # (1, z, y, x, [x, y, z])
     data = torch.from_numpy(box)[None] - fill
     mode = "nearest" if nearest else "bilinear"
@@ -186,7 +186,7 @@ def apply_spatial(params: SpatialParams, centre: Sequence[float], patch: Sequenc
                   nearest_arrays: Sequence[np.ndarray], fills: Sequence[float]) -> tuple[np.ndarray, list[np.ndarray]]:
     """Transform ``image`` ``(C, Z, Y, X)`` (linear) and ``nearest_arrays`` ``(Z, Y, X)`` (nearest)."""
     if params.is_identity:
-        start = [int(round(c - (p - 1) / 2)) for c, p in zip(centre, patch)]
+        start = [int(np.floor(c - (p - 1) / 2 + 0.5)) for c, p in zip(centre, patch)]
         img = extract(image, start, patch).astype(np.float32)
         others = [extract(a[None], start, patch, f)[0] for a, f in zip(nearest_arrays, fills)]
     else:
