@@ -51,9 +51,10 @@ def _sums(pred: np.ndarray, ref: np.ndarray) -> dict[str, np.ndarray]:
     pred_in, ref_in = pred[inside].astype(np.int64), ref[inside].astype(np.int64)
     singletons = int(np.count_nonzero(pred_in == 0))
     assigned = pred_in != 0
-    joint = _counts(np.stack([pred_in[assigned], ref_in[assigned]]))
-    pred_counts = _counts(pred_in[assigned][None])
-    ref_counts = _counts(ref_in[None])
+    pred_a, ref_a = pred_in[assigned], ref_in[assigned]
+    joint = _counts(pred_a * (int(ref_in.max()) + 1) + ref_a)  # one key per (pred, ref) pair
+    pred_counts = _counts(pred_a)
+    ref_counts = _counts(ref_in)
     ones = np.ones(singletons, dtype=np.int64)
     return {
         "n": np.array(inside.sum()),
@@ -63,10 +64,11 @@ def _sums(pred: np.ndarray, ref: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
-def _counts(rows: np.ndarray) -> np.ndarray:
-    if rows.shape[1] == 0:
+def _counts(keys: np.ndarray) -> np.ndarray:
+    """Occurrences of each distinct value."""
+    if keys.size == 0:
         return np.zeros(0, dtype=np.int64)
-    return np.unique(rows, axis=1, return_counts=True)[1].astype(np.int64)
+    return np.unique(keys, return_counts=True)[1].astype(np.int64)
 
 
 def _harmonic(a: float, b: float) -> float:
@@ -87,10 +89,12 @@ def rand_info_scores(pred_segments: np.ndarray, ref_segments: np.ndarray) -> dic
     ref = np.asarray(ref_segments)
     if pred.shape != ref.shape:
         raise SegDeepError(f"segment maps differ in shape: {pred.shape} vs {ref.shape}")
+    if pred.size and (pred.min() < 0 or ref.min() < 0):
+        raise SegDeepError("segment maps must hold non-negative segment ids (0 = boundary)")
+    if not np.any(ref):
+        return {key: math.nan for key in EM_METRICS}
     sums = _sums(pred, ref)
     n = float(sums["n"])
-    if n == 0:
-        return {key: math.nan for key in EM_METRICS}
     p_joint, p_pred, p_ref = sums["joint"] / n, sums["pred"] / n, sums["ref"] / n
     sum_joint2 = float((p_joint**2).sum())
     split, merge = sum_joint2 / float((p_ref**2).sum()), sum_joint2 / float((p_pred**2).sum())
