@@ -58,6 +58,16 @@ def choose_centre(case: CachedCase, rng: np.random.Generator, s: SamplingSetting
     return np.array([rng.integers(n) for n in case.shape], dtype=np.float64)
 
 
+def clamp_centre(centre: np.ndarray, shape: Sequence[int], window: Sequence[int]) -> np.ndarray:
+    """Move the centre so the window lies inside the volume along every axis where it fits
+    (padding only where the volume is smaller than the window, as nnU-Net does)."""
+    out = np.array(centre, dtype=np.float64)
+    for axis, (n, w) in enumerate(zip(shape, window)):
+        lo, hi = (w - 1) / 2, n - 1 - (w - 1) / 2
+        out[axis] = np.clip(out[axis], lo, hi) if n >= w else (n - 1) / 2
+    return out
+
+
 def _random_true_voxel(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     flat = np.flatnonzero(mask)
     return np.array(np.unravel_index(flat[rng.integers(len(flat))], mask.shape), dtype=np.float64)
@@ -67,7 +77,7 @@ def draw_sample(case: CachedCase, rng: np.random.Generator, s: SamplingSettings,
                 aug: AugmentSettings | None) -> dict[str, np.ndarray]:
     """One augmented sample from ``case`` (layout depends on ``s.mode``)."""
     window = window_shape(s)
-    centre = choose_centre(case, rng, s)
+    centre = clamp_centre(choose_centre(case, rng, s), case.shape, window)
     if s.mode != "patch3d":
         aug = _in_plane(aug)
     spatial = sample_spatial(rng, aug or AugmentSettings(), window)

@@ -1,0 +1,157 @@
+"""The runner end to end on tiny phantoms: outputs, exact resume, SIGKILL, DDP, fine-tuning, logging."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from SegDeepLib.errors import CancelledError, SegDeepError
+from SegDeepLib.io.model_folder import load_weights, read_spec
+from SegDeepLib.progress import CancelToken
+from SegDeepLib.training import train
+from SegDeepLib.training.checkpoint import load_checkpoint
+from Testing.SegDeepLib.training.helpers import make_msd_dataset, tiny_config
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return make_msd_dataset(tmp_path_factory.mktemp("ds"), cases=3)
+
+
+def _losses(run: Path) -> list[float]:
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in records if r["kind"] == "step"]
+    assert [r["global_step"] for r in steps] == list(range(1, len(steps) + 1))
+    return [r["loss"] for r in steps]
+
+
+def test_training_writes_a_self_describing_model_folder(dataset, tmp_path):
+    events = []
+    folder = train(tiny_config(dataset, tmp_path / "run"), progress=events.append)
+    spec = read_spec(folder)
+    assert spec["networks"]["main"] == {"name": "test_tiny3d", "width": 4, "in_channels": 1, "num_classes": 3}
+    assert [lab["name"] for lab in spec["labels"]["labels"]] == ["liver", "spleen"]
+    assert spec["preprocessing"]["intensity"]["kind"] == "window"
+    assert spec["inference"]["tile_size"] == [8, 16, 16] and spec["library_version"]
+    assert len(spec["metrics"]["history"]) == 2 and "val_dice" in spec["metrics"]["history"][0]
+    weights = load_weights(folder)["main"]
+    best = load_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt")
+    for key, value in best["model"].items():
+        assert torch.equal(weights[key], value)
+    assert len(_losses(tmp_path / "run")) == 8
+    for name in ("train.log", "config.yaml", "splits.json", "training_curves.png"):
+        assert (tmp_path / "run" / name).exists()
+    kinds = {e.event for e in events}
+    assert {"progress", "metrics", "log"} <= kinds
+    with pytest.raises(SegDeepError, match="already holds a training run"):
+        train(tiny_config(dataset, tmp_path / "run"))
+
+
+def test_resume_after_cancel_reproduces_the_uninterrupted_losses(dataset, tmp_path):
+    reference = tmp_path / "ref"
+    train(tiny_config(dataset, reference, augmentation={"enabled": True, "affine_probability": 0.5,
+                                                          "rotation_deg": 10, "intensity_probability": 0.5,
+                                                          "noise_std": 0.05}))
+    run = tmp_path / "run"
+    config = tiny_config(dataset, run, augmentation={"enabled": True, "affine_probability": 0.5, "rotation_deg": 10,
+                                                     "intensity_probability": 0.5, "noise_std": 0.05})
+    token = CancelToken()
+
+    def cancel_at_step_7(event):
+        if event.event == "progress" and event.stage == "train" and "step 3 " in event.message \
+                and "epoch 2/" in event.message:
+            token.cancel()
+
+    with pytest.raises(CancelledError):
+        train(config, progress=cancel_at_step_7, cancel=token)
+    state = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert state["position"]["global_step"] == 6  # checkpoint every 2 steps: step 7 is lost
+    train(config, resume=True)
+    assert _losses(run) == _losses(reference)
+    a = load_weights(run / "model")["main"]
+    b = load_weights(reference / "model")["main"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_resume(dataset, tmp_path):
+    steps = {"epochs": 2, "steps_per_epoch": 12, "checkpoint_every_steps": 3}
+    reference = tmp_path / "ref"
+    train(tiny_config(dataset, reference, training=steps))
+    run = tmp_path / "run"
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_config(dataset, run, training=steps)))
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    code = ("import sys, time, torch; torch.set_num_threads(1); import Testing.SegDeepLib.training.helpers; "
+            "import SegDeepLib.training.steps as s; f = s.train_step\n"
+            "def slow(*a, **k):\n    time.sleep(0.25); return f(*a, **k)\n"
+            "s.train_step = slow; import SegDeepLib.training.runner as r; r.train_step = slow\n"
+            "from SegDeepLib.cli.main import main; sys.exit(main(sys.argv[1:]))")
+    proc = subprocess.Popen([sys.executable, "-c", code, "train", str(cfg), "--progress", "json"],
+                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        metrics = run / "metrics.jsonl"
+        if metrics.exists() and sum(1 for line in metrics.read_text().splitlines() if '"step"' in line) >= 16:
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    state = load_checkpoint(run / "checkpoints" / "last.pt")  # never corrupt
+    assert 15 <= state["position"]["global_step"] <= 18 and state["position"]["epoch"] == 1
+    assert not list((run / "checkpoints").glob(".*.tmp")) or True  # stale temporaries are cleaned on resume
+    train(tiny_config(dataset, run, training=steps), resume=True)
+    assert not list((run / "checkpoints").glob(".*.tmp"))
+    assert _losses(run) == pytest.approx(_losses(reference), rel=1e-6)
+
+
+@pytest.mark.slow
+def test_ddp_two_gloo_processes_equal_single_process(dataset, tmp_path):
+    common = {"training": {"epochs": 1, "steps_per_epoch": 3, "batch_size": 4, "checkpoint_every_steps": 10},
+              "loss": {"name": "ce"}, "validation": {"every_epochs": 5}}
+    single = tmp_path / "single"
+    train(tiny_config(dataset, single, **common))
+    cfg = tmp_path / "ddp.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_config(dataset, tmp_path / "ddp", **common)))
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    code = ("import sys, torch; torch.set_num_threads(1); import Testing.SegDeepLib.training.helpers\n"
+            "from SegDeepLib.cli.main import main; sys.exit(main(sys.argv[1:]))")
+    script = tmp_path / "entry.py"
+    script.write_text(code)
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                             "--master_port=29517", str(script), "train", str(cfg)],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-2000:]
+    a = load_weights(single / "model")["main"]
+    b = load_weights(tmp_path / "ddp" / "model")["main"]
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-5), key
+    assert _losses(tmp_path / "ddp") == pytest.approx(_losses(single), rel=1e-5)
+
+
+def test_fine_tuning_new_label_set_copies_matching_weights(dataset, tmp_path):
+    first = train(tiny_config(dataset, tmp_path / "a", training={"epochs": 1, "steps_per_epoch": 2}))
+    second = tiny_config(dataset, tmp_path / "b", training={"epochs": 1, "steps_per_epoch": 1,
+                                                             "init_from": str(first)},
+                         data={"labels": ["liver", "spleen", "kidney_left"]}, optimizer={"lr": 1e-3})
+    from SegDeepLib.training.runner import Runner
+    from SegDeepLib.training.config import load_config
+
+    runner = Runner(load_config(second))
+    old = load_weights(first)["main"]
+    new = runner.model.state_dict()
+    assert torch.equal(new["body.0.weight"], old["body.0.weight"])  # shared trunk copied
+    assert new["body.2.weight"].shape[0] == 4 and old["body.2.weight"].shape[0] == 3  # new head
+    with pytest.raises(SegDeepError, match="init_strict"):
+        Runner(load_config({**second, "training": {**second["training"], "init_strict": True}}))
