@@ -11,16 +11,19 @@ from typing import Annotated
 
 import slicer
 import vtk
+from SegDeepHelpers.logic import SegDeepRunLogic
+from SegDeepHelpers.panel import SegDeepPanel
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
 from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
-from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
-                                           ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
 from slicer.util import VTKObservationMixin
-
-from SegDeepHelpers.logic import SegDeepRunLogic
-from SegDeepHelpers.panel import SegDeepPanel
 
 
 class SegDeep(ScriptedLoadableModule):
@@ -134,7 +137,6 @@ class SegDeepTest(ScriptedLoadableModuleTest):
 
     def test_SegDeepSmallVolume(self):
         import numpy as np
-
         from SegDeepHelpers.catalogue import loadCatalogue
 
         models = loadCatalogue()
@@ -144,11 +146,12 @@ class SegDeepTest(ScriptedLoadableModuleTest):
         self.delayDisplay("Segmenting a small synthetic volume")
         ijkToRAS = np.diag([-2.0, -2.0, 3.0, 1.0])
         array = np.full((24, 48, 48), -1000, dtype=np.int16)
-        array[4:20, 10:38, 10:38] = 40
+        array[4:20, 10:38, 10:38] = 40  # soft tissue
+        array[8:16, 14:30, 12:28] = 150  # contrast-enhanced organ
         volume = slicer.util.addVolumeFromArray(array, ijkToRAS, "SegDeepTestVolume")
         result = SegDeepLogic().segment(volume, models[0].id, device="cpu", fast=True,
                                         waitForCompletion=True)
         self.assertIsNotNone(result.segmentationNode)
-        logging.info("SegDeep self-test: %d segments in %.1f s (%s)", len(result.segmentIds),
+        logging.getLogger(__name__).info("SegDeep self-test: %d segments in %.1f s (%s)", len(result.segmentIds),
                      result.elapsed, os.path.basename(models[0].id))
         self.delayDisplay("Test passed")

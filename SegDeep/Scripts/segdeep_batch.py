@@ -46,7 +46,7 @@ def segmentFolder(inputFolder: Path, outputFolder: Path, modelId: str, **options
             slicer.util.saveNode(result.segmentationNode, str(output))
             report.append((path, output, ""))
             print(f"{path.name}: {len(result.segmentIds)} segments in {result.elapsed:.1f} s -> {output}")
-        except Exception as exc:  # keep going: one bad file must not stop a batch
+        except Exception as exc:  # noqa: BLE001 - one bad file must not stop a batch
             report.append((path, None, str(exc)))
             print(f"{path.name}: FAILED: {exc}")
         slicer.mrmlScene.Clear()

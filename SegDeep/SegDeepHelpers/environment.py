@@ -1,17 +1,16 @@
 """Versions, devices and dependency installation for the Environment section.
 
-The environment is queried by running ``python -m SegDeepLib info --json`` in a subprocess, so
-torch is never imported into Slicer's process (importing it would block a clean upgrade).
+The panel queries the environment by running ``python -m SegDeepLib info --json`` in a subprocess,
+so torch is never imported into Slicer's process (importing it would block a clean upgrade).
 Installing is done only on the user's request, on the main thread, after one confirmation.
 """
 
 from __future__ import annotations
 
-import json
-import subprocess
+from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional
 
 # Packages Slicer provides itself: never reinstalled by us (a different major breaks Slicer).
 SLICER_OWNED = ("numpy", "SimpleITK", "requests")
@@ -43,17 +42,6 @@ def missingRequirements(requirements: Sequence[str]) -> list[str]:
     skip = {n.lower() for n in SLICER_OWNED} | {"torch"}
     return [r for r in requirements
             if requirementName(r).lower() not in skip and installedVersion(requirementName(r)) is None]
-
-
-def queryEnvironment(python: str, env: Optional[dict[str, str]] = None,
-                     timeout: float = 120.0) -> dict[str, Any]:
-    """``SegDeepLib.cli.info.environment()`` computed in a child process."""
-    result = subprocess.run([python, "-m", "SegDeepLib", "info", "--json"], env=env,
-                            capture_output=True, text=True, timeout=timeout, check=False)
-    if result.returncode != 0:
-        lastLine = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"error": f"SegDeepLib could not start: {lastLine}"}
-    return json.loads(result.stdout)
 
 
 def gpuDescription(info: dict[str, Any]) -> str:

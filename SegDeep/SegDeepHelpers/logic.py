@@ -8,9 +8,10 @@ logic never touches widgets. The run is polled on the main thread with ``qt.QTim
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional
 
 from SegDeepHelpers import jobs, segmentation
 from SegDeepHelpers.geometry import ijkToRASFromImage, sameGrid
@@ -123,9 +124,8 @@ class SegDeepRunLogic:
             kind = event.get("event")
             if kind == "progress" and onProgress is not None:
                 onProgress(event)
-            elif kind in ("log", "error", "done", "metrics") and onLog is not None:
-                if event.get("message"):
-                    onLog(str(event["message"]))
+            elif kind in ("log", "error", "done", "metrics") and onLog is not None and event.get("message"):
+                onLog(str(event["message"]))
         return handle
 
     def _waitOrPoll(self, job: jobs.CliJob, waitForCompletion: bool, holder: dict) -> Any:
@@ -158,7 +158,7 @@ class SegDeepRunLogic:
                 job._setState(jobs.IMPORTING)
                 self._importResult(result, job.outputPath, volumeNode, segmentationNode,
                                    modelId, ijkToRAS, shape, show3D)
-        except Exception as exc:  # a broken result file must not leave the job running
+        except Exception as exc:  # noqa: BLE001 - any import failure must end the job as FAILED
             result.state, result.error = jobs.FAILED, f"Could not import the result: {exc}"
         finally:
             job.cleanup()
@@ -169,6 +169,7 @@ class SegDeepRunLogic:
     def _importResult(self, result: RunResult, path: Path, volumeNode: Any, segmentationNode: Any,
                       modelId: str, ijkToRAS: Any, shape: tuple, show3D: bool) -> None:
         import SimpleITK as sitk
+
         from SegDeepLib.io import read_segmentation
 
         labelmap, table = read_segmentation(path)

@@ -139,7 +139,7 @@ class SegDeepPanel:
 
     def onProgress(self, event: dict) -> None:
         fraction = float(event.get("fraction") or 0.0)
-        self.ui.progressBar.setValue(int(round(100 * fraction)))
+        self.ui.progressBar.setValue(round(100 * fraction))
         eta = event.get("eta_s")
         etaText = f" - {self.tr('ETA')} {catalogue.formatDuration(eta)}" if eta is not None else ""
         message = f" ({event['message']})" if event.get("message") else ""

@@ -15,7 +15,8 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, Callable, Optional
 
 EventCallback = Callable[[dict[str, Any]], None]
 FinishedCallback = Callable[[int], None]

@@ -38,7 +38,7 @@ def render(folder: Path) -> str:
 
 
 def listed(cmake_text: str, variable: str) -> list[str]:
-    match = re.search(rf"set\({variable}\s+(.*?)\)", cmake_text, re.S)
+    match = re.search(rf"set\({variable}\s+(.*?)\)", cmake_text, re.DOTALL)
     return match.group(1).split() if match else []
 
 

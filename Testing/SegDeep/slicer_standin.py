@@ -886,6 +886,44 @@ def _pip_install(requirements: Any) -> None:
     ModuleState.pipInstalled.append(requirements)
 
 
+def _loadVolume(filename: str, properties: Optional[dict] = None) -> vtkMRMLScalarVolumeNode:
+    """Reads with SimpleITK; LPS -> RAS done here independently of the module's own code."""
+    import SimpleITK as sitk
+
+    image = sitk.ReadImage(str(filename))
+    ijkToLPS = np.eye(4)
+    ijkToLPS[:3, :3] = np.reshape(image.GetDirection(), (3, 3)) * np.array(image.GetSpacing())
+    ijkToLPS[:3, 3] = image.GetOrigin()
+    return _addVolumeFromArray(sitk.GetArrayFromImage(image), np.diag([-1, -1, 1, 1]) @ ijkToLPS,
+                               Path(filename).name)
+
+
+def _saveNode(node: Any, filename: str, properties: Optional[dict] = None) -> bool:
+    """Segmentation nodes are written as .seg.nrrd (segment i -> label i+1) on their reference grid."""
+    import SimpleITK as sitk
+
+    from SegDeepLib.io import write_segmentation
+    from SegDeepLib.io.labels import LabelTable
+
+    reference = node._referenceVolume
+    segments = list(node._segmentation._segments.values())
+    labels = np.zeros(reference._array.shape, np.uint8)
+    for value, segment in enumerate(segments, start=1):
+        labels[segment._mask > 0] = value
+    image = sitk.GetImageFromArray(labels)
+    ijkToLPS = np.diag([-1, -1, 1, 1]) @ reference._ijkToRAS
+    spacing = np.linalg.norm(ijkToLPS[:3, :3], axis=0)
+    image.SetSpacing(spacing.tolist())
+    image.SetDirection((ijkToLPS[:3, :3] / spacing).ravel().tolist())
+    image.SetOrigin(ijkToLPS[:3, 3].tolist())
+    write_segmentation(image, filename, LabelTable.from_names([s._name for s in segments]), overwrite=True)
+    return True
+
+
+def _exit(status: int = 0) -> None:
+    raise SystemExit(status)
+
+
 # ================================================================ install / remove ==============
 slicer: Any = None
 MODULE_NAMES = ("slicer", "slicer.util", "slicer.i18n", "slicer.parameterNodeWrapper",
@@ -910,6 +948,7 @@ def build(slicerVersion: tuple = (5, 10)) -> dict[str, StrictModule]:
         errorDisplay=_display("error"), warningDisplay=_display("warning"),
         infoDisplay=_display("info"), tryWithErrorDisplay=_tryWithErrorDisplay,
         selectModule=_selectModule, getModuleWidget=_getModuleWidget, pip_install=_pip_install,
+        loadVolume=_loadVolume, saveNode=_saveNode, exit=_exit,
         VTKObservationMixin=VTKObservationMixin)
     i18n = _module("slicer.i18n", tr=lambda text: text, translate=lambda context, text: text)
     pnw = _module("slicer.parameterNodeWrapper", parameterNodeWrapper=parameterNodeWrapper,

@@ -36,7 +36,7 @@ def test_lists_are_complete_by_an_independent_walk():
             for name in files:
                 if name.endswith(".py"):
                     relative = Path(root, name).relative_to(REPO / package).as_posix()
-                    assert re.search(rf"^\s+{re.escape(relative)}$", text, re.M), relative
+                    assert re.search(rf"^\s+{re.escape(relative)}$", text, re.MULTILINE), relative
 
 
 def test_extension_metadata():
@@ -50,10 +50,10 @@ def test_extension_metadata():
     for url in values["EXTENSION_SCREENSHOTURLS"].split():
         assert (REPO / url.split("/main/", 1)[1]).exists(), url
     assert "PyTorch" in values["EXTENSION_DEPENDS"].split()
-    order = [m.start() for m in map(lambda s: re.search(s, text), (
+    order = [re.search(pattern, text).start() for pattern in (
         r"project\(SegDeep\)", r"find_package\(Slicer REQUIRED\)", r"include\(\$\{Slicer_USE_FILE\}\)",
         r"add_subdirectory\(SegDeepLib\)", r"add_subdirectory\(SegDeep\)",
-        r"Slicer_EXTENSION_GENERATE_CONFIG", r"Slicer_EXTENSION_CPACK"))]
+        r"Slicer_EXTENSION_GENERATE_CONFIG", r"Slicer_EXTENSION_CPACK")]
     assert order == sorted(order)
 
 
@@ -102,7 +102,7 @@ def test_cmake_configure_with_a_fake_slicer(tmp_path):
     (fake / "empty.cmake").write_text("")
     build = tmp_path / "build"
     result = subprocess.run([cmake, "-S", str(REPO), "-B", str(build), f"-DSlicer_DIR={fake}"],
-                            capture_output=True, text=True, timeout=120)
+                            capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     report = (build / "segdeep_report.txt").read_text().splitlines()
     lib = next(line for line in report if line.startswith("module SegDeepLib "))

@@ -8,7 +8,12 @@ import json
 import numpy as np
 import pytest
 
-from Testing.SegDeep.helpers import fake_python, oblique_ijk_to_ras, phantom_array, segdeep_temp_dirs
+from Testing.SegDeep.helpers import (
+    fake_python,
+    oblique_ijk_to_ras,
+    phantom_array,
+    segdeep_temp_dirs,
+)
 
 
 @pytest.fixture
@@ -61,7 +66,7 @@ def test_slicer_58_uses_the_terminology_tag_api(scene):
 
 
 def test_organ_subset_and_options_reach_the_cli(scene, tmp_path, monkeypatch):
-    standin, volume, logic = scene
+    _, volume, logic = scene
     monkeypatch.setenv("FAKE_ARGS_FILE", str(tmp_path / "args.json"))
     result = logic.segment(volume, "fake-abdomen", organs=["spleen"], device="cpu", crf=False, fast=True)
     argv = json.loads((tmp_path / "args.json").read_text())
@@ -74,7 +79,7 @@ def test_organ_subset_and_options_reach_the_cli(scene, tmp_path, monkeypatch):
 
 
 def test_update_existing_segmentation_keeps_a_copy_of_replaced_segments(scene):
-    standin, volume, logic = scene
+    _, volume, logic = scene
     first = logic.segment(volume, "fake-abdomen").segmentationNode
     liver = _segment(first, "liver")
     liver._mask = np.zeros_like(liver._mask)
@@ -88,7 +93,7 @@ def test_update_existing_segmentation_keeps_a_copy_of_replaced_segments(scene):
 
 
 def test_failure_raises_with_the_cli_message_and_cleans_up(scene, monkeypatch):
-    standin, volume, logic = scene
+    _, volume, logic = scene
     monkeypatch.setenv("FAKE_FAIL", "input.nrrd: a 3D volume is needed; select a 3D volume")
     before = segdeep_temp_dirs()
     with pytest.raises(RuntimeError, match="a 3D volume is needed"):
@@ -115,7 +120,7 @@ def test_non_blocking_with_callbacks_and_cancel(scene, monkeypatch):
 
 
 def test_input_checks(scene, tmp_path):
-    standin, volume, logic = scene
+    logic = scene[2]
     with pytest.raises(ValueError, match="input volume"):
         logic.segment(None, "fake-abdomen")
     with pytest.raises(ValueError, match="no such training config"):
@@ -123,7 +128,7 @@ def test_input_checks(scene, tmp_path):
 
 
 def test_train_blocking_and_non_blocking(scene, tmp_path):
-    standin, volume, logic = scene
+    standin, _, logic = scene
     config = tmp_path / "recipe.yaml"
     config.write_text("model: {name: unet3d}\n")
     result = logic.train(str(config), ["optimizer.lr=1e-3"])

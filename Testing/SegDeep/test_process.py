@@ -9,7 +9,12 @@ import time
 
 import pytest
 
-from Testing.SegDeep.helpers import fake_python, phantom_array, oblique_ijk_to_ras, segdeep_temp_dirs
+from Testing.SegDeep.helpers import (
+    fake_python,
+    oblique_ijk_to_ras,
+    phantom_array,
+    segdeep_temp_dirs,
+)
 
 
 @pytest.fixture

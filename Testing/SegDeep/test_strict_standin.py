@@ -3,9 +3,7 @@ real Qt names (checked against PyQt5), refuses everything else, and records what
 
 from __future__ import annotations
 
-import inspect
 import re
-from pathlib import Path
 
 import pytest
 
@@ -71,11 +69,11 @@ def test_fake_qt_methods_exist_in_real_qt(standin):
 def test_unknown_names_raise_attribute_error(standin):
     slicer = standin.slicer
     with pytest.raises(AttributeError, match="not in slicer-conventions"):
-        slicer.util.updateSegmentationFromLabelmap  # invented in many tutorials; does not exist
+        _ = slicer.util.updateSegmentationFromLabelmap  # invented by tutorials; not in Slicer
     with pytest.raises(AttributeError):
-        slicer.util.addSegmentFromLabelmapVolume
+        _ = slicer.util.addSegmentFromLabelmapVolume
     with pytest.raises(AttributeError):
-        slicer.app
+        _ = slicer.app
     with pytest.raises(AttributeError):
         standin.slicer.mrmlScene.GetNodeByID("x")
     volume = slicer.util.addVolumeFromArray(phantom_array(), oblique_ijk_to_ras())
@@ -108,7 +106,7 @@ def test_module_sources_import_no_unlisted_slicer_modules(helpers_path):
 
     allowed = set(MODULE_NAMES) | {"PyTorchUtils"}
     sources = [helpers_path / "SegDeep.py", *sorted((helpers_path / "SegDeepHelpers").glob("*.py"))]
-    pattern = re.compile(r"^\s*(?:from|import)\s+(slicer[\w.]*|qt|ctk|vtk|PyTorchUtils)\b", re.M)
+    pattern = re.compile(r"^\s*(?:from|import)\s+(slicer[\w.]*|qt|ctk|vtk|PyTorchUtils)\b", re.MULTILINE)
     for source in sources:
         for module in pattern.findall(source.read_text()):
             assert module in allowed, f"{source.name} imports {module}"

@@ -48,7 +48,7 @@ def plain_qt_ui(source: Path, target: Path) -> list[str]:
 def _fill_with_example_content(panel) -> None:
     from PyQt5 import QtCore, QtWidgets
 
-    find = lambda cls, name: panel.findChild(cls, name)  # noqa: E731
+    find = lambda cls, name: panel.findChild(cls, name)
     find(QtWidgets.QComboBox, "inputVolumeSelector").addItem("example_ct (3 mm)")
     find(QtWidgets.QComboBox, "modelSelector").addItem("Abdomen: liver, spleen, kidneys, pancreas, bladder")
     find(QtWidgets.QLabel, "modelDetailsLabel").setText(

@@ -6,14 +6,20 @@ import sys
 
 import pytest
 
-from Testing.SegDeep.helpers import (fake_python, oblique_ijk_to_ras, phantom_array,
-                                     segdeep_temp_dirs, write_catalogue)
+from Testing.SegDeep.helpers import (
+    fake_python,
+    oblique_ijk_to_ras,
+    phantom_array,
+    segdeep_temp_dirs,
+    write_catalogue,
+)
 
 
 @pytest.fixture
 def widget(standin, tmp_path, monkeypatch):
-    import SegDeep
     from SegDeepHelpers import catalogue
+
+    import SegDeep
 
     path = write_catalogue(tmp_path / "catalogue.json")
     real = catalogue.loadCatalogue
@@ -155,6 +161,19 @@ def test_environment_refresh_uses_the_real_cli_and_diagnostics_copy(widget, stan
     widget.ui.copyDiagnosticsButton.click()
     copied = standin.QApplication.clipboard().text()
     assert f"torch: {info['torch']}" in copied and "model: fake-abdomen" in copied
+
+
+def test_environment_refresh_reports_a_broken_python(widget, standin, tmp_path):
+    import stat
+
+    broken = tmp_path / "brokenpython"
+    broken.write_text('#!/bin/sh\necho "No module named SegDeepLib" >&2\nexit 1\n')
+    broken.chmod(broken.stat().st_mode | stat.S_IEXEC)
+    widget.logic.python = str(broken)
+    widget.ui.refreshEnvironmentButton.click()
+    standin.runEventLoop(lambda: widget.ui.environmentLabel.text() != "Checking...")
+    assert widget.ui.environmentLabel.text() == "SegDeepLib could not start: No module named SegDeepLib"
+    assert widget.panel.environmentInfo == {}
 
 
 def test_install_dependencies_asks_once_and_skips_slicer_packages(widget, standin, tmp_path):

@@ -1,0 +1,83 @@
+"""Catalogue reading/formatting and the environment helpers (pure Python parts of the panel)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from Testing.SegDeep.helpers import write_catalogue
+
+
+@pytest.fixture
+def catalogue(helpers_path):
+    from SegDeepHelpers import catalogue
+
+    return catalogue
+
+
+def test_catalogue_entries_and_details(catalogue, tmp_path):
+    models = catalogue.loadCatalogue(write_catalogue(tmp_path / "c.json"))
+    assert [m.id for m in models] == ["fake-abdomen", "fake-bladder"]
+    assert models[0].organs == ("liver", "spleen") and models[1].organs == ("urinary_bladder",)
+    assert models[1].licence == "Apache-2.0"  # US spelling accepted
+    assert models[0].timeSeconds("cpu") == 340 and models[0].timeSeconds("gpu") == 12
+    assert models[1].timeSeconds("gpu") is None
+    html = catalogue.detailsHtml(models[0])
+    assert "<h4>Abdomen (fake)</h4>" in html and "liver: 0.91" in html and "cpu_s: 340" in html
+
+
+def test_catalogue_as_a_plain_list_and_missing_file(catalogue, tmp_path):
+    path = tmp_path / "list.json"
+    path.write_text(json.dumps([{"id": "m1", "organs": {"labels": [{"value": 1, "name": "liver"}]}}]))
+    [model] = catalogue.loadCatalogue(path)
+    assert model.title == "m1" and model.organs == ("liver",)
+    assert catalogue.loadCatalogue(tmp_path / "absent.json") == []
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        catalogue.loadCatalogue(tmp_path / "bad.json")
+    (tmp_path / "noid.json").write_text('[{"title": "x"}]')
+    with pytest.raises(ValueError, match="without an 'id'"):
+        catalogue.loadCatalogue(tmp_path / "noid.json")
+
+
+def test_shipped_catalogue_loads_when_present(catalogue):
+    path = catalogue.defaultCataloguePath()
+    if not path.exists():
+        pytest.skip("SegDeepLib ships no catalogue yet")
+    models = catalogue.loadCatalogue()
+    assert models and all(m.id and m.organs for m in models)
+
+
+@pytest.mark.parametrize("seconds, text", [(None, ""), (12.4, "12 s"), (340, "6 min"), (7200, "2.0 h")])
+def test_format_duration(catalogue, seconds, text):
+    assert catalogue.formatDuration(seconds) == text
+
+
+def test_cpu_warning(catalogue, tmp_path):
+    slow, _ = catalogue.loadCatalogue(write_catalogue(tmp_path / "c.json"))
+    assert "about 6 min" in catalogue.cpuWarning(slow) and "Fast" in catalogue.cpuWarning(slow)
+    assert "Fast" not in catalogue.cpuWarning(slow, fast=True)
+    unknown = catalogue.entryFromDict({"id": "x"})
+    assert "much longer than on a GPU" in catalogue.cpuWarning(unknown)
+
+
+def test_environment_helpers(helpers_path, tmp_path):
+    from SegDeepHelpers import environment
+
+    path = tmp_path / "req.txt"
+    path.write_text("# c\ntorch>=2.1\nnumpy>=1.23  # owned\nslicerio[extra]>=1.1\n\nnot-installed-pkg-xyz==1\n")
+    requirements = environment.readRequirements(path)
+    assert requirements == ["torch>=2.1", "numpy>=1.23", "slicerio[extra]>=1.1", "not-installed-pkg-xyz==1"]
+    assert [environment.requirementName(r) for r in requirements] == [
+        "torch", "numpy", "slicerio", "not-installed-pkg-xyz"]
+    assert environment.missingRequirements(requirements) == ["not-installed-pkg-xyz==1"]
+    assert environment.installedVersion("numpy") is not None
+    gpu = {"torch": "2.13.0", "cuda_available": True, "gpus": ["NVIDIA H100"], "torch_cuda_build": "12.4"}
+    assert environment.gpuDescription(gpu) == "NVIDIA H100 (CUDA 12.4)"
+    assert "CPU-only" in environment.gpuDescription({"torch": "2.13.0", "torch_cuda_build": None})
+    assert environment.gpuDescription({"torch": None}) == "PyTorch is not installed"
+    assert environment.diagnosticsText({"a": 1}, {"b": 2}) == "a: 1\nb: 2"
+    installer = environment.DependencyInstaller(requirements, confirm=lambda text: True)
+    assert installer.plan(torchPresent=False)[0].startswith("torch>=2.1")
+    assert installer.plan(torchPresent=True) == ["not-installed-pkg-xyz==1"]
