@@ -1,0 +1,69 @@
+"""Sliding-window validation against whole-volume forwards, Dice against hand counts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from SegDeepLib.training.validation import (
+    crop_to_output,
+    dice_per_class,
+    mean_dice,
+    predict_probabilities_3d,
+    predict_slices,
+)
+
+
+class ValidConv(nn.Module):
+    """Two unpadded 3x3x3 convolutions: output = input - 4 per axis (like the valid 3D U-Net)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Sequential(nn.Conv3d(1, 3, 3), nn.Tanh(), nn.Conv3d(3, 3, 3))
+
+    def forward(self, x):
+        return self.net(x)
+
+    def output_size(self, size):
+        return tuple(s - 4 for s in size)
+
+
+def test_tiles_equal_one_whole_volume_forward_for_valid_convolutions():
+    model = ValidConv().eval()
+    image = np.random.default_rng(0).normal(size=(1, 13, 17, 11)).astype(np.float32)
+    probs = predict_probabilities_3d(model, image, (8, 8, 8), 0.5, 3, torch.device("cpu"))
+    padded = np.pad(image, [(0, 0)] + [(2, 2)] * 3)
+    with torch.no_grad():
+        whole = torch.softmax(model(torch.from_numpy(padded)[None]), 1)[0].numpy()
+    assert probs.shape == (3, 13, 17, 11)
+    assert np.allclose(probs, whole, atol=1e-5)
+
+
+def test_slices_equal_per_slice_forward():
+    torch.manual_seed(1)
+    model = nn.Conv2d(3, 2, 3, padding=1).eval()
+    image = np.random.default_rng(1).normal(size=(1, 6, 9, 10)).astype(np.float32)
+    probs = predict_slices(model, image, 3, None, 2, torch.device("cpu"))
+    padded = np.pad(image, [(0, 0), (1, 1), (0, 0), (0, 0)], mode="edge")
+    with torch.no_grad():
+        for z in range(6):
+            ref = torch.softmax(model(torch.from_numpy(padded[0, z:z + 3])[None]), 1)[0].numpy()
+            assert np.allclose(probs[:, z], ref, atol=1e-6)
+
+
+def test_dice_per_class_hand_counts():
+    pred = np.array([0, 1, 1, 2, 2, 0])
+    ref = np.array([0, 1, 0, 2, 0, 0])
+    assert dice_per_class(pred, ref, 4) == [pytest.approx(2 / 3), pytest.approx(2 / 3), None]
+    classes, mean = mean_dice([[1.0, None], [0.5, 0.25]])
+    assert classes == [0.75, 0.25] and mean == 0.5
+
+
+def test_crop_to_output_centre():
+    logits = torch.zeros(1, 2, 4, 4, 4)
+    label = torch.arange(8**3).reshape(1, 8, 8, 8)
+    (cropped,) = crop_to_output(logits, label)
+    assert torch.equal(cropped, label[:, 2:6, 2:6, 2:6])
