@@ -19,7 +19,7 @@ import SimpleITK as sitk
 from SegDeepLib.errors import SegDeepError
 from SegDeepLib.io import LabelTable, load_label_table, read_image, read_segmentation
 from SegDeepLib.metrics.cases import CasePairs, match_cases
-from SegDeepLib.metrics.em import EM_METRICS, isbi_scores
+from SegDeepLib.metrics.em import EM_METRICS, stack_scores
 from SegDeepLib.metrics.labelmap import METRICS, check_label_maps, evaluate_label_maps
 from SegDeepLib.metrics.summary import rows_to_csv, summarize, to_json, write_text
 
@@ -163,20 +163,25 @@ def _check_known_values(table: LabelTable, *images: tuple[sitk.Image, Path]) -> 
 
 
 def _evaluate_em(cases: CasePairs) -> list[dict[str, Any]]:
+    """ISBI scores per 2D map, or per slice of a 3D stack (rows ``case[k]``)."""
     rows = []
     for case, pred_path, ref_path in cases.pairs:
         pred, ref = read_image(pred_path), read_image(ref_path)
         for image, path in ((pred, pred_path), (ref, ref_path)):
-            if image.GetDimension() != 2 or image.GetNumberOfComponentsPerPixel() != 1:
-                raise SegDeepError(f"{path}: --em needs a 2D single-channel image, got "
+            if image.GetDimension() not in (2, 3) or image.GetNumberOfComponentsPerPixel() != 1:
+                raise SegDeepError(f"{path}: --em needs a 2D single-channel image or a stack of them, got "
                                    f"{image.GetDimension()}D with {image.GetNumberOfComponentsPerPixel()} "
                                    "channel(s)")
         check_label_maps(pred, ref, str(pred_path), str(ref_path))
         pred_fg = sitk.GetArrayFromImage(pred) != 0
         ref_fg = sitk.GetArrayFromImage(ref) != 0
-        rows.append({"case": case, "label": 1, "name": "cell interior",
-                     "pred_voxels": int(pred_fg.sum()), "ref_voxels": int(ref_fg.sum()),
-                     **isbi_scores(pred_fg, ref_fg)})
+        scores = stack_scores(pred_fg, ref_fg)
+        pred_slices = pred_fg[None] if pred_fg.ndim == 2 else pred_fg
+        ref_slices = ref_fg[None] if ref_fg.ndim == 2 else ref_fg
+        for k, (score, p, r) in enumerate(zip(scores, pred_slices, ref_slices)):
+            name = case if len(scores) == 1 else f"{case}[{k}]"
+            rows.append({"case": name, "label": 1, "name": "cell interior",
+                         "pred_voxels": int(p.sum()), "ref_voxels": int(r.sum()), **score})
     return rows
 
 

@@ -22,6 +22,7 @@ from SegDeepLib.metrics.em import (
     isbi_scores,
     rand_info_scores,
     segments_from_foreground,
+    stack_scores,
 )
 from SegDeepLib.metrics.labelmap import (
     METRICS,
@@ -46,5 +47,6 @@ __all__ = [
     "overlap_metrics",
     "rand_info_scores",
     "segments_from_foreground",
+    "stack_scores",
     "surface_mask",
 ]

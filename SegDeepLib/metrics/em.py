@@ -119,3 +119,14 @@ def rand_info_scores(pred_segments: np.ndarray, ref_segments: np.ndarray) -> dic
 def isbi_scores(pred_foreground: np.ndarray, ref_foreground: np.ndarray) -> dict[str, float]:
     """V_rand and V_info between two binary 2D maps (``True`` = non-membrane), 4-connected segments."""
     return rand_info_scores(segments_from_foreground(pred_foreground), segments_from_foreground(ref_foreground))
+
+
+def stack_scores(pred_foreground: np.ndarray, ref_foreground: np.ndarray) -> list[dict[str, float]]:
+    """:func:`isbi_scores` of each 2D slice (first axis) of a stack, or of one 2D map."""
+    pred = np.asarray(pred_foreground, dtype=bool)
+    ref = np.asarray(ref_foreground, dtype=bool)
+    if pred.shape != ref.shape or pred.ndim not in (2, 3):
+        raise SegDeepError(f"EM scores need two 2D maps or stacks of one shape, got {pred.shape} and {ref.shape}")
+    if pred.ndim == 2:
+        return [isbi_scores(pred, ref)]
+    return [isbi_scores(p, r) for p, r in zip(pred, ref)]

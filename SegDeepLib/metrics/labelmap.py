@@ -72,6 +72,12 @@ def present_labels(*images: sitk.Image) -> list[int]:
     return sorted(values)
 
 
+def _label_array(image: sitk.Image) -> np.ndarray:
+    """The voxel array in an integer type (float label maps hold integral values, checked before)."""
+    array = sitk.GetArrayFromImage(image)
+    return array.astype(np.int64) if array.dtype.kind == "f" else array
+
+
 def _bounding_boxes(array: np.ndarray, labels: Iterable[int]) -> dict[int, tuple[slice, ...]]:
     """Bounding box (array index slices) of each label that is present, via SimpleITK."""
     stats = sitk.LabelShapeStatisticsImageFilter()
@@ -107,8 +113,7 @@ def evaluate_label_maps(
     """
     check_label_maps(pred, ref)
     labels = present_labels(pred, ref) if labels is None else [int(v) for v in labels]
-    pred_arr = sitk.GetArrayFromImage(pred).astype(np.int64, copy=False)
-    ref_arr = sitk.GetArrayFromImage(ref).astype(np.int64, copy=False)
+    pred_arr, ref_arr = _label_array(pred), _label_array(ref)
     spacing = tuple(reversed(pred.GetSpacing()))
     pred_boxes, ref_boxes = _bounding_boxes(pred_arr, labels), _bounding_boxes(ref_arr, labels)
     rows = []

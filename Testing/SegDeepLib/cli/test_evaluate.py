@@ -203,6 +203,24 @@ def test_em_mode_on_2d_maps(tmp_path):
     assert float(row["v_info"]) == pytest.approx(0.0)
 
 
+def test_em_mode_scores_each_slice_of_a_stack(tmp_path):
+    ref = np.full((3, 20, 20), 1, np.uint8)
+    ref[:, :, 10] = 0
+    pred = ref.copy()
+    pred[1, :, 10] = 1  # slice 1 merges the two cells
+    for name, array in (("r.nrrd", ref), ("p.nrrd", pred)):
+        sitk.WriteImage(sitk.GetImageFromArray(array), str(tmp_path / name))
+    out = tmp_path / "out"
+    assert main(["evaluate", str(tmp_path / "p.nrrd"), str(tmp_path / "r.nrrd"), "--em",
+                 "--output-dir", str(out)]) == 0
+    rows = _read_csv(out / "per_case.csv")
+    assert [r["case"] for r in rows] == ["r[0]", "r[1]", "r[2]"]  # two files: the case is named after the reference
+    assert [float(r["v_rand"]) for r in rows][::2] == [1.0, 1.0]
+    assert float(rows[1]["v_rand"]) < 1.0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["per_class"]["cell interior"]["v_rand"]["n"] == 3
+
+
 @pytest.mark.parametrize(
     "setup, message",
     [
