@@ -66,6 +66,19 @@ def test_distance_to_set_matches_scipy_edt():
     spacing = (2.5, 0.7, 1.3)
     expected = ndimage.distance_transform_edt(~target, sampling=spacing)
     np.testing.assert_allclose(distance_to_set(target, spacing), expected, rtol=1e-5, atol=1e-5)
+    dense = _blob(rng, (9, 11, 10), 3)  # large solid blocks: most voxels are not on the contour
+    expected = ndimage.distance_transform_edt(~dense, sampling=spacing)
+    np.testing.assert_allclose(distance_to_set(dense, spacing), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_nsd_counts_distances_exactly_at_the_tolerance():
+    pred = np.zeros((1, 1, 12), bool)
+    ref = np.zeros_like(pred)
+    pred[..., 2:5] = True
+    ref[..., 5:8] = True  # every voxel is on the surface: distances 0.7, 1.4 and 2.1 mm each way
+    spacing = (1.0, 1.0, 0.7)
+    assert distance_metrics(pred, ref, spacing, tolerance_mm=3 * 0.7)["nsd"] == 1.0
+    assert distance_metrics(pred, ref, spacing, tolerance_mm=2.0)["nsd"] == pytest.approx(4 / 6)
 
 
 @pytest.mark.parametrize("seed", range(6))
