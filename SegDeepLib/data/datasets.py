@@ -132,8 +132,25 @@ def _load_msd(root: Path) -> Dataset:
         image = _existing((root / entry["image"]).resolve(), "image")
         label = _existing((root / entry["label"]).resolve(), "label") if entry.get("label") else None
         case_id = _strip_suffix(image.name)
-        cases.append(Case(case_id, [image], label, present.get(case_id)))
+        listed = entry.get("labels_present", present.get(case_id))
+        cases.append(Case(case_id, [image], label, _present_values(listed, labels, meta_path)))
     return Dataset(root, "msd", labels, channels, cases)
+
+
+def _present_values(listed: Any, labels: dict[int, str], where: Path) -> Optional[list[int]]:
+    """``labels_present`` as values; entries may be values or label names."""
+    if listed is None:
+        return None
+    lookup = {normalise_name(n): v for v, n in labels.items()}
+    values = []
+    for item in listed:
+        if isinstance(item, int):
+            values.append(item)
+        elif normalise_name(str(item)) in lookup:
+            values.append(lookup[normalise_name(str(item))])
+        else:
+            raise SegDeepError(f"{where}: labels_present names unknown label {item!r}")
+    return sorted(values)
 
 
 def _load_nnunet(root: Path) -> Dataset:

@@ -156,10 +156,11 @@ class Growth:
             self.best, self.bad = epoch_loss, 0
             return None
         self.bad += 1
-        current = int(getattr(model, self.attribute))
+        owner, name = resolve_attribute(model, self.attribute)
+        current = int(getattr(owner, name))
         if self.bad < self.patience or current >= self.maximum:
             return None
-        setattr(model, self.attribute, current + 1)
+        setattr(owner, name, current + 1)
         self.best, self.bad = math.inf, 0
         return current + 1
 
@@ -168,3 +169,11 @@ class Growth:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best, self.bad = float(state["best"]), int(state["bad"])
+
+
+def resolve_attribute(obj: Any, dotted: str) -> tuple[Any, str]:
+    """``("cnn.num_active_modules")`` -> (obj.cnn, "num_active_modules")."""
+    *path, name = dotted.split(".")
+    for part in path:
+        obj = getattr(obj, part)
+    return obj, name

@@ -20,7 +20,7 @@ import torch
 from SegDeepLib.errors import SegDeepError
 from SegDeepLib.progress import CancelToken, ProgressCallback
 from SegDeepLib.training import distributed as ddp
-from SegDeepLib.training.callbacks import EarlyStopping, Growth, RunLogger
+from SegDeepLib.training.callbacks import EarlyStopping, Growth, RunLogger, resolve_attribute
 from SegDeepLib.training.checkpoint import (
     clean_stale_temporaries,
     load_checkpoint,
@@ -105,7 +105,7 @@ class Runner:
 
     # ----- state -----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        growth_value = int(getattr(self.model, self.growth.attribute)) if self.growth.attribute else 0
+        growth_value = int(getattr(*resolve_attribute(self.model, self.growth.attribute))) if self.growth.attribute else 0
         return {
             "format": "segdeep-checkpoint/1",
             "model": self.model.state_dict(),
@@ -123,7 +123,7 @@ class Runner:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if self.growth.attribute:
-            setattr(self.model, self.growth.attribute, int(state["growth"]["value"]))
+            setattr(*resolve_attribute(self.model, self.growth.attribute), int(state["growth"]["value"]))
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.last_epoch = int(state["scheduler"]["last_epoch"])

@@ -87,6 +87,7 @@ def model_config(c: TrainConfig, setup: DataSetup) -> dict[str, Any]:
 
 
 def build_network(config: dict[str, Any], mode: str) -> torch.nn.Module:
+    import SegDeepLib.training.cnn_crf  # noqa: F401  (registers "cnn_crf")
     from SegDeepLib.models import build_model
 
     model = build_model(config)
@@ -111,6 +112,7 @@ def load_initial_weights(model: torch.nn.Module, source: str, strict: bool) -> l
 
         state = load_checkpoint(path)["model"]
     own = model.state_dict()
+    state = _match_prefix(state, own)
     usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     skipped = sorted(set(own) - set(usable))
     if strict and (skipped or set(state) - set(own)):
@@ -118,6 +120,17 @@ def load_initial_weights(model: torch.nn.Module, source: str, strict: bool) -> l
                            "set training.init_strict: false to skip them")
     model.load_state_dict(usable, strict=False)
     return skipped
+
+
+def _match_prefix(state: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
+    """Stage 1 -> stage 2: weights of a plain CNN go into a composite's ``cnn.`` sub-module."""
+    if set(state) & set(own):
+        return state
+    for prefix in sorted({k.split(".", 1)[0] + "." for k in own if "." in k}):
+        moved = {prefix + k: v for k, v in state.items()}
+        if len(set(moved) & set(own)) >= len(state) // 2:
+            return moved
+    return state
 
 
 def sampling_settings(c: TrainConfig) -> SamplingSettings:

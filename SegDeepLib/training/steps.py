@@ -58,22 +58,26 @@ def forward_loss(model: torch.nn.Module, loss_fn: Callable, batch: dict[str, tor
     """Logits -> loss. Sequences (image ``(N, T, C, H, W)``, logits ``(N, T, K, H, W)``) are scored
     as ``N*T`` slices; valid-convolution outputs get a centre-cropped target."""
     image, label, mask, present = batch["image"], batch["label"], batch["mask"], batch["class_present"]
-    outputs = model(image, return_all=True) if deep_supervision else model(image)
     if sequence:
         steps = label.shape[1]
-        outputs = _flatten_sequence(outputs)
+        outputs = _run_sequences(model, image, deep_supervision)
         label, mask = label.flatten(0, 1), mask.flatten(0, 1)
         present = present.repeat_interleave(steps, 0)
+    else:
+        outputs = model(image, return_all=True) if deep_supervision else model(image)
     fused = outputs[0] if isinstance(outputs, (tuple, list)) else outputs
     label, mask = crop_to_output(fused, label, mask)
     return loss_fn(outputs, label, mask=mask, class_present=present)
 
 
-def _flatten_sequence(outputs: Any) -> Any:
-    if isinstance(outputs, (tuple, list)):
-        fused, aux = outputs
-        return fused.flatten(0, 1), [a.flatten(0, 1) for a in aux]
-    return outputs.flatten(0, 1)
+def _run_sequences(model: torch.nn.Module, image: torch.Tensor, deep_supervision: bool) -> Any:
+    """Sequence models take one sequence ``(T, C, H, W)`` as their batch: run each, concatenate."""
+    outs = [model(seq, return_all=True) if deep_supervision else model(seq) for seq in image]
+    if not deep_supervision:
+        return torch.cat(outs, 0)
+    fused = torch.cat([o[0] for o in outs], 0)
+    aux = [torch.cat([o[1][i] for o in outs], 0) for i in range(len(outs[0][1]))]
+    return fused, aux
 
 
 def train_step(model: torch.nn.Module, loss_fn: Callable, batch: dict[str, torch.Tensor],

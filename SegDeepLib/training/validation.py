@@ -63,20 +63,20 @@ def predict_probabilities_3d(model: torch.nn.Module, image: np.ndarray, tile: Se
 @torch.no_grad()
 def predict_slices(model: torch.nn.Module, image: np.ndarray, context: int, sequence: int | None,
                    num_classes: int, device: torch.device) -> np.ndarray:
-    """2D models: ``(K, Z, Y, X)`` from slice stacks (``sequence``: chunks of consecutive stacks)."""
+    """2D models: ``(K, Z, Y, X)`` from slice stacks in batches of 8, or (``sequence``) the whole
+    volume's stacks in slice order as one ``(S, C, H, W)`` sequence."""
     inner = model.module if hasattr(model, "module") else model
     half = context // 2
     size = tuple(image.shape[2:])
     valid = tuple(inner.valid_input_size(size)) if hasattr(inner, "valid_input_size") else size
     padded = np.pad(image, [(0, 0), (half, half), (0, valid[0] - size[0]), (0, valid[1] - size[1])], mode="edge")
     stacks = np.stack([padded[:, z:z + context].reshape(-1, *valid) for z in range(image.shape[1])])
-    chunk = sequence or 8
+    chunk = len(stacks) if sequence else 8  # a sequence model reads the whole volume as one sequence
     outputs = []
     for a in range(0, len(stacks), chunk):
         x = torch.from_numpy(np.ascontiguousarray(stacks[a:a + chunk])).to(device)
-        logits = model(x[None]) if sequence else model(x)
+        logits = model(x)
         logits = logits[0] if isinstance(logits, (tuple, list)) else logits
-        logits = logits.reshape(-1, *logits.shape[-3:])
         outputs.append(torch.softmax(logits.float(), 1).cpu().numpy())
     probs = np.concatenate(outputs)[:, :, : size[0], : size[1]]
     return np.ascontiguousarray(probs.transpose(1, 0, 2, 3))

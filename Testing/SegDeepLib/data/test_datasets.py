@@ -26,6 +26,17 @@ def test_msd_layout(tmp_path):
     assert ds.case("case0").labels_present is None and ds.case("case1").labels_present == [1, 2]
 
 
+def test_msd_per_entry_labels_present_by_name(tmp_path):
+    root = make_msd_dataset(tmp_path, cases=2)
+    meta = json.loads((root / "dataset.json").read_text())
+    meta["training"][0]["labels_present"] = ["spleen", "Liver"]
+    (root / "dataset.json").write_text(json.dumps(meta))
+    ds = load_dataset(root)
+    assert ds.case("case0").labels_present == [1, 2] and ds.case("case1").labels_present is None
+    mapping = build_mapping(ds, ["liver", "pancreas"])
+    assert mapping.class_present(ds.case("case0")) == [True, True, False]
+
+
 def test_nnunet_layout_multichannel(tmp_path):
     (tmp_path / "imagesTr").mkdir()
     (tmp_path / "labelsTr").mkdir()
