@@ -97,8 +97,11 @@ def _evaluate_cases(cases: CasePairs, table: LabelTable | None, labels_arg: str 
             _check_known_values(case_table, (pred, pred_path), (ref, ref_path))
         check_label_maps(pred, ref, str(pred_path), str(ref_path))
         names = {lab.value: lab.name for lab in case_table.labels} if case_table else None
-        for row in evaluate_label_maps(pred, ref, labels, tolerance_mm, names):
-            rows.append({"case": case, **row})
+        case_rows = evaluate_label_maps(pred, ref, labels, tolerance_mm, names)
+        if not case_rows:
+            print(f"segdeep: warning: {case}: no foreground label in either map; nothing to score "
+                  "(name the labels with --labels or --label-table to score empty maps)", file=sys.stderr)
+        rows.extend({"case": case, **row} for row in case_rows)
     return rows
 
 
