@@ -1,13 +1,16 @@
-"""The model catalogue (``SegDeepLib/resources/models/catalogue.json``) as the panel shows it.
+"""The model catalogue as the panel shows it: shipped models + the user's models folder.
 
-Pure Python. The catalogue is data written by the inference/training side; this module reads it
-tolerantly (a list of model dicts, or ``{"models": [...]}``) and formats each model's details.
+Pure Python, and it reads the files directly (``SegDeepLib/resources/models/catalogue.json`` and
+``model.json`` of each folder in ``$SEGDEEP_MODELS_DIR`` or ``~/.segdeep/models``) instead of
+importing ``SegDeepLib.inference``, which would import torch into Slicer's process (and fail
+before the dependencies are installed). Same sources as ``SegDeepLib.inference.load_catalogue``.
 """
 
 from __future__ import annotations
 
 import html
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -29,7 +32,7 @@ class ModelEntry:
 
     @property
     def accuracy(self) -> Any:
-        return self.raw.get("accuracy")
+        return self.raw.get("accuracy", self.raw.get("metrics"))
 
     @property
     def timing(self) -> Any:
@@ -63,7 +66,8 @@ def _organNames(model: dict[str, Any]) -> tuple[str, ...]:
 
 
 def _licence(model: dict[str, Any]) -> str:
-    value = model.get("licence", model.get("license", ""))
+    training = model.get("training") if isinstance(model.get("training"), dict) else {}
+    value = model.get("licence", model.get("license", training.get("licence", "")))
     if isinstance(value, dict):
         return ", ".join(f"{k}: {v}" for k, v in value.items())
     return str(value)
@@ -78,17 +82,38 @@ def entryFromDict(model: dict[str, Any]) -> ModelEntry:
         method=str(model.get("method", "")), licence=_licence(model), raw=dict(model))
 
 
-def loadCatalogue(path: Optional[PathLike] = None) -> list[ModelEntry]:
-    """Models of the catalogue file; ``[]`` when the file does not exist yet."""
-    path = Path(path) if path is not None else defaultCataloguePath()
-    if not path.exists():
-        return []
+def userModelsDir() -> Path:
+    """``$SEGDEEP_MODELS_DIR`` or ``~/.segdeep/models`` (where SegDeepLib looks for user models)."""
+    return Path(os.environ.get("SEGDEEP_MODELS_DIR") or Path.home() / ".segdeep" / "models").expanduser()
+
+
+def _readJson(path: Path) -> Any:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: not valid JSON ({exc}); reinstall SegDeep") from None
-    models = data.get("models", []) if isinstance(data, dict) else data
-    return [entryFromDict(m) for m in models]
+
+
+def _userModels(folder: Path, taken: set[str]) -> list[ModelEntry]:
+    entries = []
+    for spec in sorted(folder.glob("*/model.json")) if folder.is_dir() else []:
+        try:
+            entry = entryFromDict(_readJson(spec))
+        except ValueError:
+            continue  # a broken user folder must not hide the others (as SegDeepLib does)
+        if entry.id not in taken:
+            taken.add(entry.id)
+            entries.append(entry)
+    return entries
+
+
+def loadCatalogue(path: Optional[PathLike] = None, userDir: Optional[PathLike] = None) -> list[ModelEntry]:
+    """Shipped models (``[]`` while the file does not exist) followed by the user's models."""
+    path = Path(path) if path is not None else defaultCataloguePath()
+    data = _readJson(path) if path.exists() else []
+    models = [entryFromDict(m) for m in (data.get("models", []) if isinstance(data, dict) else data)]
+    folder = Path(userDir) if userDir is not None else userModelsDir()
+    return models + _userModels(folder, {m.id for m in models})
 
 
 def _formatValue(value: Any) -> str:

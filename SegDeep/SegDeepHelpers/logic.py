@@ -144,7 +144,8 @@ class SegDeepRunLogic:
 
     def _endState(self, job: jobs.CliJob, returncode: int) -> RunResult:
         if returncode == 0:
-            return RunResult(jobs.DONE, returncode, log=job.log, outputs=job.doneEvent.get("outputs", {}))
+            outputs = job.doneEvent.get("data", {}).get("outputs") or job.doneEvent.get("outputs", {})
+            return RunResult(jobs.DONE, returncode, log=job.log, outputs=outputs)
         state = jobs.CANCELLED if returncode == 130 else jobs.FAILED
         error = "Cancelled." if state == jobs.CANCELLED else job.failureText(returncode)
         return RunResult(state, returncode, error=error, log=job.log)

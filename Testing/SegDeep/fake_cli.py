@@ -53,7 +53,7 @@ def segment(argv: list[str]) -> int:
     result = sitk.GetImageFromArray(labels)
     result.CopyInformation(image)
     write_segmentation(result, output, table)
-    emit(event="done", message="segmented", outputs={"segmentation": output})
+    emit(event="done", message="segmented", data={"outputs": {"segmentation": output}})
     return 0
 
 
@@ -71,7 +71,7 @@ def main() -> int:
         return segment(rest)
     if command == "train":
         emit(event="progress", stage="epoch", fraction=1.0, message="epoch 1/1")
-        emit(event="done", message="trained", outputs={"model": "/tmp/model"})
+        emit(event="done", message="trained", data={"outputs": {"model": "/tmp/model"}})
         return 0
     print(f"fake_cli: unknown command {command}", file=sys.stderr)
     return 2

@@ -17,7 +17,7 @@ def catalogue(helpers_path):
 
 
 def test_catalogue_entries_and_details(catalogue, tmp_path):
-    models = catalogue.loadCatalogue(write_catalogue(tmp_path / "c.json"))
+    models = catalogue.loadCatalogue(write_catalogue(tmp_path / "c.json"), userDir=tmp_path / "none")
     assert [m.id for m in models] == ["fake-abdomen", "fake-bladder"]
     assert models[0].organs == ("liver", "spleen") and models[1].organs == ("urinary_bladder",)
     assert models[1].licence == "Apache-2.0"  # US spelling accepted
@@ -30,15 +30,41 @@ def test_catalogue_entries_and_details(catalogue, tmp_path):
 def test_catalogue_as_a_plain_list_and_missing_file(catalogue, tmp_path):
     path = tmp_path / "list.json"
     path.write_text(json.dumps([{"id": "m1", "organs": {"labels": [{"value": 1, "name": "liver"}]}}]))
-    [model] = catalogue.loadCatalogue(path)
+    [model] = catalogue.loadCatalogue(path, userDir=tmp_path)
     assert model.title == "m1" and model.organs == ("liver",)
-    assert catalogue.loadCatalogue(tmp_path / "absent.json") == []
+    assert catalogue.loadCatalogue(tmp_path / "absent.json", userDir=tmp_path) == []
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(ValueError, match="not valid JSON"):
         catalogue.loadCatalogue(tmp_path / "bad.json")
     (tmp_path / "noid.json").write_text('[{"title": "x"}]')
     with pytest.raises(ValueError, match="without an 'id'"):
         catalogue.loadCatalogue(tmp_path / "noid.json")
+
+
+def test_same_models_as_segdeeplib_including_user_models(catalogue, tmp_path, monkeypatch):
+    """Independent reference: SegDeepLib.inference.load_catalogue on the same files."""
+    from SegDeepLib.inference.catalogue import load_catalogue
+    from SegDeepLib.io.labels import LabelTable
+    from SegDeepLib.io.model_folder import save_model_folder
+
+    user = tmp_path / "user-models"
+    spec = {"id": "my-liver", "title": "My liver model", "method": "3D U-Net", "modality": "CT",
+            "networks": {"main": {"name": "unet3d", "width": 2, "depth": 1, "num_classes": 2}},
+            "labels": LabelTable.from_names(["liver"]).to_dict(), "metrics": {"dice": {"liver": 0.8}},
+            "training": {"data": "own", "cases": 3, "licence": "CC BY 4.0"}}
+    save_model_folder(user / "my-liver", spec, {"main": {}})
+    (user / "broken").mkdir()
+    (user / "broken" / "model.json").write_text("{")
+    monkeypatch.setenv("SEGDEEP_MODELS_DIR", str(user))
+    shipped = write_catalogue(tmp_path / "catalogue.json")
+    ours = catalogue.loadCatalogue(shipped)
+    assert [m.id for m in ours] == ["fake-abdomen", "fake-bladder", "my-liver"]
+    assert catalogue.userModelsDir() == user
+    mine = ours[-1]
+    assert mine.organs == ("liver",) and mine.licence == "CC BY 4.0" and "0.8" in catalogue.detailsHtml(mine)
+    if catalogue.defaultCataloguePath().exists():
+        reference = [m["id"] for m in load_catalogue()["models"]]
+        assert [m.id for m in catalogue.loadCatalogue()] == reference
 
 
 def test_shipped_catalogue_loads_when_present(catalogue):
@@ -55,7 +81,7 @@ def test_format_duration(catalogue, seconds, text):
 
 
 def test_cpu_warning(catalogue, tmp_path):
-    slow, _ = catalogue.loadCatalogue(write_catalogue(tmp_path / "c.json"))
+    slow, _ = catalogue.loadCatalogue(write_catalogue(tmp_path / "c.json"), userDir=tmp_path)
     assert "about 6 min" in catalogue.cpuWarning(slow) and "Fast" in catalogue.cpuWarning(slow)
     assert "Fast" not in catalogue.cpuWarning(slow, fast=True)
     unknown = catalogue.entryFromDict({"id": "x"})

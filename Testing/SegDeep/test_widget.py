@@ -21,6 +21,7 @@ def widget(standin, tmp_path, monkeypatch):
 
     import SegDeep
 
+    monkeypatch.setenv("SEGDEEP_MODELS_DIR", str(tmp_path / "no-user-models"))
     path = write_catalogue(tmp_path / "catalogue.json")
     real = catalogue.loadCatalogue
     monkeypatch.setattr(catalogue, "loadCatalogue", lambda p=None: real(path))
