@@ -78,6 +78,7 @@ class Runner:
             self._init_note = f"initialised from {c.training.init_from} ({len(skipped)} tensors not copied)"
         else:
             self._init_note = "initialised randomly"
+        self._fit_patch_size()
         self.net = self._wrap(self.model)
         from SegDeepLib.losses import build_loss
 
@@ -93,6 +94,17 @@ class Runner:
         self.pos = Position()
         self.logger = RunLogger(c.out, progress, enabled=self.dist.is_main)
         self.ckpt_dir = c.out / "checkpoints"
+
+    def _fit_patch_size(self) -> None:
+        """Round the patch up to a size the network accepts (e.g. valid-convolution U-Net)."""
+        if not hasattr(self.model, "valid_input_size"):
+            return
+        size = [int(s) for s in self.model.valid_input_size(tuple(self.c.sampling.patch_size))]
+        if size != list(self.c.sampling.patch_size):
+            self._init_note += f"; patch size {self.c.sampling.patch_size} -> {size} (accepted by the network)"
+            self.c.sampling.patch_size = size
+        if self.c.validation.tile_size:
+            self.c.validation.tile_size = [int(s) for s in self.model.valid_input_size(tuple(self.c.validation.tile_size))]
 
     def _wrap(self, model: torch.nn.Module) -> torch.nn.Module:
         net = model
