@@ -63,6 +63,7 @@ def real_ct():
 
 def test_real_cli_on_real_ct_progress_and_grid(helpers_path, tiny_model, real_ct):
     from SegDeepHelpers import jobs
+
     from SegDeepLib.io import read_segmentation
 
     image, array, ijkToRAS = real_ct
@@ -91,7 +92,7 @@ def test_real_cli_on_real_ct_progress_and_grid(helpers_path, tiny_model, real_ct
 def test_real_cli_through_the_logic_on_the_stand_in(standin, tiny_model, real_ct):
     import SegDeep
 
-    image, array, ijkToRAS = real_ct
+    _, array, ijkToRAS = real_ct
     volume = standin.slicer.util.addVolumeFromArray(array, ijkToRAS, "example_ct")
     logic = SegDeep.SegDeepLogic(python=sys.executable)
     progress = []
@@ -110,7 +111,7 @@ def test_real_cli_cancel_leaves_nothing_behind(helpers_path, slow_model, real_ct
     """Cancel as soon as the CLI reports progress: exit 130, process gone, temp folder removed."""
     from SegDeepHelpers import jobs
 
-    image, array, ijkToRAS = real_ct
+    _, array, ijkToRAS = real_ct
     before = segdeep_temp_dirs()
     events, codes = [], []
     job = jobs.SegmentationJob(sys.executable, onEvent=events.append)
