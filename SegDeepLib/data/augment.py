@@ -12,8 +12,8 @@ transform in the (Y, X) plane (the bladder paper).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -28,7 +28,7 @@ class SpatialParams:
     scale: tuple[float, float, float] = (1.0, 1.0, 1.0)
     translation: tuple[float, float, float] = (0.0, 0.0, 0.0)
     flips: tuple[int, ...] = ()
-    elastic: Optional[np.ndarray] = None  # (3, nz, ny, nx) control-point displacements (voxels)
+    elastic: np.ndarray | None = None  # (3, nz, ny, nx) control-point displacements (voxels)
     grid_spacing: int = 32
 
     @property
@@ -73,7 +73,7 @@ class AugmentSettings:
 
 
 def _control_shape(patch: Sequence[int], spacing: int) -> tuple[int, ...]:
-    return tuple(int(math.ceil(p / spacing)) + 3 for p in patch)
+    return tuple(math.ceil(p / spacing) + 3 for p in patch)
 
 
 def sample_spatial(rng: np.random.Generator, s: AugmentSettings, patch: Sequence[int]) -> SpatialParams:

@@ -35,7 +35,7 @@ class CachedCase:
     id: str
     image: np.ndarray
     label: np.ndarray
-    region: Optional[np.ndarray]
+    region: np.ndarray | None
     spacing_zyx: tuple[float, float, float]
     class_present: list[bool]
     class_coords: dict[int, np.ndarray]  # class -> (n, 3) voxel coordinates (a random subset)
@@ -46,7 +46,7 @@ class CachedCase:
 
 
 def preprocess_case(dataset: Dataset, case: Case, spec: dict[str, Any], mapping: LabelMapping,
-                    region: Optional[sitk.Image] = None, seed: int = 0) -> CachedCase:
+                    region: sitk.Image | None = None, seed: int = 0) -> CachedCase:
     """Read, preprocess (every channel with the same spec) and map labels to classes."""
     from SegDeepLib.preprocessing import preprocess, preprocess_label
 
@@ -91,7 +91,7 @@ class CaseCache:
     """Load-or-build cached cases in ``folder``."""
 
     def __init__(self, folder: str | Path, dataset: Dataset, spec: dict[str, Any], mapping: LabelMapping,
-                 region_provider: Optional[RegionProvider] = None, region_tag: str = "") -> None:
+                 region_provider: RegionProvider | None = None, region_tag: str = "") -> None:
         self.folder = Path(folder)
         self.dataset, self.spec, self.mapping = dataset, spec, mapping
         self.region_provider, self.region_tag = region_provider, region_tag

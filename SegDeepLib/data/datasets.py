@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
@@ -30,8 +30,8 @@ class Case:
 
     id: str
     images: list[Path]
-    label: Optional[Path]
-    labels_present: Optional[list[int]] = None  # dataset label values annotated; None = all
+    label: Path | None
+    labels_present: list[int] | None = None  # dataset label values annotated; None = all
 
 
 @dataclass
@@ -137,7 +137,7 @@ def _load_msd(root: Path) -> Dataset:
     return Dataset(root, "msd", labels, channels, cases)
 
 
-def _present_values(listed: Any, labels: dict[int, str], where: Path) -> Optional[list[int]]:
+def _present_values(listed: Any, labels: dict[int, str], where: Path) -> list[int] | None:
     """``labels_present`` as values; entries may be values or label names."""
     if listed is None:
         return None
@@ -180,7 +180,7 @@ def _segment_names(path: Path) -> list[str]:
         seg = slicerio.read_segmentation(str(path), skip_voxels=True)
     except TypeError:
         seg = slicerio.read_segmentation(str(path))
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 (slicerio raises many types for bad files)
         raise SegDeepError(f"{path}: not a readable Slicer segmentation ({exc})") from None
     return [str(s.get("name", s.get("id"))) for s in seg.get("segments", [])]
 

@@ -10,7 +10,7 @@ float32); the config can override every proposed value.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -66,7 +66,7 @@ def _round_down(size: float) -> int:
     return max(DIVISOR, int(size // DIVISOR) * DIVISOR)
 
 
-def propose_plan(fingerprint: dict[str, Any], memory_gb: Optional[float] = None,
+def propose_plan(fingerprint: dict[str, Any], memory_gb: float | None = None,
                  max_batch: int = 16) -> dict[str, Any]:
     """Target spacing, patch size and batch size for a memory budget (default: 8 GB)."""
     budget = (memory_gb or 8.0) * 1024**3

@@ -13,8 +13,9 @@ A sample is ``{"image": (C, *patch) float32, "label": (*patch) int64, "mask": (*
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 

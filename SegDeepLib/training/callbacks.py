@@ -7,7 +7,7 @@ import json
 import logging
 import math
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from SegDeepLib.progress import ProgressCallback, ProgressEvent
 
@@ -16,7 +16,7 @@ class RunLogger:
     """Writes ``train.log``, ``metrics.jsonl``, TensorBoard events (when installed) and
     ``training_curves.png`` (when matplotlib is installed); forwards events to a progress callback."""
 
-    def __init__(self, folder: Path, progress: Optional[ProgressCallback] = None, enabled: bool = True) -> None:
+    def __init__(self, folder: Path, progress: ProgressCallback | None = None, enabled: bool = True) -> None:
         self.folder, self.progress, self.enabled = Path(folder), progress, enabled
         self.metrics_path = self.folder / "metrics.jsonl"
         self.log = logging.getLogger(f"segdeep.train.{id(self)}")
@@ -67,7 +67,7 @@ class RunLogger:
             return []
         return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line.strip()]
 
-    def plot(self) -> Optional[Path]:
+    def plot(self) -> Path | None:
         """Refresh ``training_curves.png`` (loss, validation Dice, learning rate)."""
         if not self.enabled:
             return None
@@ -107,7 +107,7 @@ class RunLogger:
 def _tensorboard(folder: Path) -> Any:
     try:
         from torch.utils.tensorboard import SummaryWriter
-    except Exception:  # tensorboard not installed: optional
+    except Exception:  # noqa: BLE001 (tensorboard missing or broken: it is optional)
         return None
     return SummaryWriter(str(folder))
 
@@ -115,7 +115,7 @@ def _tensorboard(folder: Path) -> Any:
 class EarlyStopping:
     """Stop after ``patience`` validations without a better mean Dice (None = never)."""
 
-    def __init__(self, patience: Optional[int]) -> None:
+    def __init__(self, patience: int | None) -> None:
         self.patience = patience
         self.best = -1.0
         self.bad = 0
@@ -148,7 +148,7 @@ class Growth:
         self.best = math.inf
         self.bad = 0
 
-    def update(self, model: Any, epoch_loss: float) -> Optional[int]:
+    def update(self, model: Any, epoch_loss: float) -> int | None:
         """Return the new value when the model grew, else None."""
         if not self.attribute:
             return None

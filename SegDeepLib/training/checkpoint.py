@@ -70,7 +70,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise SegDeepError(f"{path}: no checkpoint to resume from; train without --resume first")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 (torch raises many types for bad files)
         raise SegDeepError(f"{path}: unreadable checkpoint ({str(exc).splitlines()[0]})") from None
 
 

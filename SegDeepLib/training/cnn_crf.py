@@ -12,7 +12,8 @@ positions use ``spacing`` (the network grid's, mm). Stage-1 weights load into ``
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -23,9 +24,9 @@ from SegDeepLib.models.registry import _REGISTRY, build_model, register_model
 class CNNCRF(nn.Module):
     spatial_dims = 3
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 2, cnn: Optional[dict[str, Any]] = None,
-                 crf: Optional[dict[str, Any]] = None, spacing: Sequence[float] = (1.0, 1.0, 1.0),
-                 feature_channels: Optional[Sequence[int]] = None) -> None:
+    def __init__(self, in_channels: int = 1, num_classes: int = 2, cnn: dict[str, Any] | None = None,
+                 crf: dict[str, Any] | None = None, spacing: Sequence[float] = (1.0, 1.0, 1.0),
+                 feature_channels: Sequence[int] | None = None) -> None:
         super().__init__()
         from SegDeepLib.crf import CRFRNN
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Union
 
 import yaml
 
@@ -25,13 +25,13 @@ class DataConfig:
     root: str = ""
     format: Literal["auto", "msd", "nnunet", "segnrrd"] = "auto"
     labels: list[str] = field(default_factory=list)  # names to train (classes 1..K-1); [] = all
-    cases: Optional[list[str]] = None  # subset of case ids (None = all)
-    split_file: Optional[str] = None  # default <output_dir>/splits.json (editable)
+    cases: list[str] | None = None  # subset of case ids (None = all)
+    split_file: str | None = None  # default <output_dir>/splits.json (editable)
     folds: int = 5
     fold: int = 0  # -1 = train on every case, validate on none
-    cache_dir: Optional[str] = None  # default <output_dir>/cache
+    cache_dir: str | None = None  # default <output_dir>/cache
     preprocessing: dict[str, Any] = field(default_factory=dict)  # SegDeepLib.preprocessing spec
-    region_from: Optional[str] = None  # model folder of a previous stage -> C2 region per case
+    region_from: str | None = None  # model folder of a previous stage -> C2 region per case
     region_dilation_mm: float = 10.0
     num_workers: int = 0
 
@@ -101,15 +101,15 @@ class TrainingConfig:
     epochs: int = 10
     steps_per_epoch: int = 50
     batch_size: int = 2  # global batch (split across DDP processes)
-    grad_clip: Optional[float] = None
+    grad_clip: float | None = None
     precision: Literal["fp32", "amp", "bf16"] = "fp32"  # amp: CUDA autocast fp16; bf16: autocast
     compile: bool = False
     device: str = "auto"
     deterministic: bool = True
     checkpoint_every_steps: int = 50
-    init_from: Optional[str] = None  # model folder or checkpoint (fine-tuning / stage 2)
+    init_from: str | None = None  # model folder or checkpoint (fine-tuning / stage 2)
     init_strict: bool = False  # False: skip weights whose shapes differ (new label set)
-    early_stopping_patience: Optional[int] = None  # validations without improvement
+    early_stopping_patience: int | None = None  # validations without improvement
     growth: GrowthConfig = field(default_factory=GrowthConfig)
     progress_bar: bool = True
 
@@ -117,14 +117,14 @@ class TrainingConfig:
 @dataclass
 class ValidationConfig:
     every_epochs: int = 1
-    max_cases: Optional[int] = None
-    tile_size: Optional[list[int]] = None  # default: sampling.patch_size
+    max_cases: int | None = None
+    tile_size: list[int] | None = None  # default: sampling.patch_size
     overlap: float = 0.25
 
 
 @dataclass
 class ExportConfig:
-    folder: Optional[str] = None  # default <output_dir>/model
+    folder: str | None = None  # default <output_dir>/model
     id: str = ""
     title: str = ""
     method: str = ""

@@ -12,7 +12,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -64,8 +64,8 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 class Runner:
     """Holds one run's objects; :meth:`fit` runs the loop."""
 
-    def __init__(self, c: TrainConfig, progress: Optional[ProgressCallback] = None,
-                 cancel: Optional[CancelToken] = None) -> None:
+    def __init__(self, c: TrainConfig, progress: ProgressCallback | None = None,
+                 cancel: CancelToken | None = None) -> None:
         self.c, self.cancel = c, cancel
         self.dist = ddp.init_distributed(c.training.device)
         self.device = ddp.pick_device(c.training.device, self.dist)
@@ -323,8 +323,8 @@ def _bar(enabled: bool, total: int, initial: int, epoch: int) -> Any:
     return tqdm(total=total, initial=initial, desc=f"epoch {epoch + 1}", leave=False, dynamic_ncols=True)
 
 
-def train(config: ConfigSource, overrides: Optional[list[str]] = None, resume: bool = False,
-          progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None,
+def train(config: ConfigSource, overrides: list[str] | None = None, resume: bool = False,
+          progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
           **kwargs: Any) -> Path:
     """Train from a config (YAML path, dict or :class:`TrainConfig`); returns the model folder.
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import types
 import typing
 from typing import Any, Union
 
@@ -33,7 +34,7 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
     args = typing.get_args(tp)
     if tp is Any:
         return value
-    if origin is Union:
+    if origin is Union or origin is types.UnionType:
         if value is None and _NONE in args:
             return None
         for option in (a for a in args if a is not _NONE):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
@@ -137,7 +137,7 @@ def sampling_settings(c: TrainConfig) -> SamplingSettings:
     return SamplingSettings(**asdict(c.sampling))
 
 
-def augment_settings(c: TrainConfig) -> Optional[AugmentSettings]:
+def augment_settings(c: TrainConfig) -> AugmentSettings | None:
     if not c.augmentation.enabled:
         return None
     values = asdict(c.augmentation)

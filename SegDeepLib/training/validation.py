@@ -8,7 +8,7 @@ labels. It handles valid-convolution networks (output smaller than input) by pad
 from __future__ import annotations
 
 import itertools
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -47,7 +47,7 @@ def predict_probabilities_3d(model: torch.nn.Module, image: np.ndarray, tile: Se
     volume = np.pad(image, [(0, 0)] + pad, mode="constant")
     probs = np.zeros((num_classes, *padded_out), np.float32)
     counts = np.zeros(padded_out, np.float32)
-    steps = [max(1, int(round(o * (1 - overlap)))) for o in tile_out]
+    steps = [max(1, round(o * (1 - overlap))) for o in tile_out]
     for start in itertools.product(*[_positions(s, o, st) for s, o, st in zip(padded_out, tile_out, steps)]):
         window = volume[(slice(None), *[slice(a, a + i) for a, i in zip(start, tile_in)])]
         logits = model(torch.from_numpy(np.ascontiguousarray(window))[None].to(device))

@@ -50,7 +50,7 @@ def test_sampled_elastic_within_bounds_and_in_plane():
 
 def test_identity_is_a_crop_with_padding():
     vol = np.arange(5 * 6 * 7, dtype=np.float32).reshape(1, 5, 6, 7)
-    img, (lab,) = apply_spatial(SpatialParams(), (2, 3, 3), (3, 4, 4), vol, [vol[0].astype(np.int64)], [0])
+    img, (_lab,) = apply_spatial(SpatialParams(), (2, 3, 3), (3, 4, 4), vol, [vol[0].astype(np.int64)], [0])
     assert np.array_equal(img[0], vol[0, 1:4, 2:6, 2:6])  # centre 3, 4 voxels: 1.5 rounds up
     edge, _ = apply_spatial(SpatialParams(), (0, 0, 0), (3, 3, 3), vol, [], [])
     assert edge[0, 0, 0, 0] == 0 and edge[0, 1, 1, 1] == vol[0, 0, 0, 0]

@@ -7,7 +7,12 @@ import pytest
 import SimpleITK as sitk
 
 from SegDeepLib.data.datasets import load_dataset
-from SegDeepLib.data.fingerprint import ACTIVATION_BYTES_PER_VOXEL, compute_fingerprint, propose_plan, target_spacing
+from SegDeepLib.data.fingerprint import (
+    ACTIVATION_BYTES_PER_VOXEL,
+    compute_fingerprint,
+    propose_plan,
+    target_spacing,
+)
 from Testing.SegDeepLib.training.helpers import make_msd_dataset
 
 

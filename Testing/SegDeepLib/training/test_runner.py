@@ -131,7 +131,7 @@ def test_ddp_two_gloo_processes_equal_single_process(dataset, tmp_path):
     script.write_text(code)
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
                              "--master_port=29517", str(script), "train", str(cfg)],
-                            cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=240, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
     a = load_weights(single / "model")["main"]
     b = load_weights(tmp_path / "ddp" / "model")["main"]
@@ -145,8 +145,8 @@ def test_fine_tuning_new_label_set_copies_matching_weights(dataset, tmp_path):
     second = tiny_config(dataset, tmp_path / "b", training={"epochs": 1, "steps_per_epoch": 1,
                                                              "init_from": str(first)},
                          data={"labels": ["liver", "spleen", "kidney_left"]}, optimizer={"lr": 1e-3})
-    from SegDeepLib.training.runner import Runner
     from SegDeepLib.training.config import load_config
+    from SegDeepLib.training.runner import Runner
 
     runner = Runner(load_config(second))
     old = load_weights(first)["main"]
