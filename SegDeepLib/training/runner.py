@@ -207,7 +207,9 @@ class Runner:
 
         case = self.setup.cache.get(self.setup.train_ids[0])
         sample = draw_sample(case, np.random.default_rng(0), sampling_settings(self.c), None)
-        image = torch.from_numpy(sample["image"])[None]
+        image = torch.from_numpy(sample["image"])
+        if self.c.sampling.mode != "sequence2d":  # a sequence (T, C, H, W) is already one batch
+            image = image[None]
         try:
             with torch.no_grad():
                 self.model.eval()
@@ -246,9 +248,10 @@ class Runner:
     def after_step(self, loss: float, start: float, bar: Any) -> None:
         t, p = self.c.training, self.pos
         lr = self.optimizer.param_groups[0]["lr"]
-        self.logger.record("step", p.global_step, epoch=p.epoch, step=p.step, loss=loss, lr=lr)
         done = p.step / t.steps_per_epoch
         elapsed = time.perf_counter() - start
+        self.logger.record("step", p.global_step, epoch=p.epoch, step=p.step, loss=loss, lr=lr,
+                           seconds=round(elapsed, 3))
         self.logger.step_progress((p.epoch + done) / t.epochs, f"epoch {p.epoch + 1}/{t.epochs} step {p.step} "
                                   f"loss {loss:.4f}", elapsed / max(done, 1e-9) * (1 - done))
         if bar is not None:

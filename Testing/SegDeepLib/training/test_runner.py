@@ -155,3 +155,19 @@ def test_fine_tuning_new_label_set_copies_matching_weights(dataset, tmp_path):
     assert new["body.2.weight"].shape[0] == 4 and old["body.2.weight"].shape[0] == 3  # new head
     with pytest.raises(SegDeepError, match="init_strict"):
         Runner(load_config({**second, "training": {**second["training"], "init_strict": True}}))
+
+
+def test_cli_json_progress_and_python_api(dataset, tmp_path, capsys):
+    import SegDeepLib
+    from SegDeepLib.cli.main import main
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_config(dataset, tmp_path / "cli")))
+    assert main(["train", str(cfg), "training.epochs=1", "training.steps_per_epoch=2", "--progress", "json"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert lines[-1]["event"] == "done" and lines[-1]["data"]["outputs"]["model"] == str(tmp_path / "cli" / "model")
+    assert any(e["event"] == "metrics" and e["stage"] == "validation" for e in lines)
+    assert any(e["event"] == "progress" and e.get("stage") == "train" for e in lines)
+    folder = SegDeepLib.train(str(cfg), output_dir=str(tmp_path / "api"), training__epochs=1,
+                              training__steps_per_epoch=1)
+    assert read_spec(folder)["training"]["epochs"] == 1
