@@ -85,6 +85,7 @@ class SegDeepWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def enter(self) -> None:
         self.initializeParameterNode()
+        self.panel.ensureEnvironment()  # first visit: detect torch/GPU in the background
 
     def exit(self) -> None:
         self.setParameterNode(None)

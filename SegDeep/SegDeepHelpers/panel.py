@@ -26,6 +26,7 @@ class SegDeepPanel:
         self.environmentInfo: dict[str, Any] = {}
         self.lastResult: Any = None
         self._running = ""  # "", "segment" or "train"
+        self._environmentQueried = False
 
     # ---- set-up ---------------------------------------------------------------------------
     def setup(self) -> None:
@@ -214,6 +215,12 @@ class SegDeepPanel:
         self.updateButtons()
 
     # ---- environment ------------------------------------------------------------------------
+    def ensureEnvironment(self) -> None:
+        """Query the environment once (on the first visit of the module), never twice at a time."""
+        if not self._environmentQueried:
+            self._environmentQueried = True
+            self.refreshEnvironment()
+
     def refreshEnvironment(self, checked: bool = False) -> None:
         """Ask ``python -m SegDeepLib info --json`` in the background (torch stays out of Slicer)."""
         lines: list[str] = []

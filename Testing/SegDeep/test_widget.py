@@ -189,6 +189,43 @@ def test_install_dependencies_asks_once_and_skips_slicer_packages(widget, standi
     assert standin.ModuleState.pipInstalled == [["segdeep-surely-missing-package>=1.0"]]
 
 
+def test_install_uses_pytorchutils_when_torch_is_missing(widget, standin, tmp_path, monkeypatch):
+    """The PyTorch extension's logic installs torch after our single confirmation."""
+    import types
+
+    calls = []
+
+    class PyTorchUtilsLogic:
+        @staticmethod
+        def torchInstalled():
+            return False
+
+        def installTorch(self, askConfirmation=False, forceComputationBackend=None,
+                         torchVersionRequirement=None, torchvisionVersionRequirement=None):
+            calls.append((askConfirmation, torchVersionRequirement))
+
+    monkeypatch.setitem(sys.modules, "PyTorchUtils", types.SimpleNamespace(PyTorchUtilsLogic=PyTorchUtilsLogic))
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("torch>=2.1\nnumpy>=1.23\n")
+    widget.panel.requirementsPath = requirements
+    widget.logic.python = sys.executable
+    widget.ui.installDependenciesButton.click()
+    confirms = [s for s in standin.Dialogs.shown if s[0] == "confirm"]
+    assert len(confirms) == 1 and "torch>=2.1 (through the PyTorch extension)" in confirms[0][1]
+    assert calls == [(False, ">=2.1")] and standin.ModuleState.pipInstalled == []
+    standin.Dialogs.confirmAnswer = False  # refused: nothing installed
+    widget.ui.installDependenciesButton.click()
+    assert calls == [(False, ">=2.1")]
+
+
+def test_first_enter_queries_the_environment_once(widget, standin):
+    queried = []
+    widget.panel.refreshEnvironment = lambda checked=False: queried.append(1)
+    widget.enter()
+    widget.enter()
+    assert queried == [1]
+
+
 def test_scene_close_and_cleanup(widget, standin):
     scene = standin.slicer.mrmlScene
     standin.chooseNode(widget.ui.inputVolumeSelector, widget.volume)
