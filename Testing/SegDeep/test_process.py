@@ -115,9 +115,11 @@ def test_segmentation_job_cancel_removes_temp_files(helpers_path, tmp_path, monk
     job.start(phantom_array(), oblique_ijk_to_ras(), "fake-abdomen", jobs.SegmentOptions(device="cpu"),
               lambda code: (codes.append(code), job.cleanup()))
     assert job.tempDir is not None and (job.tempDir / "input.nrrd").exists()
-    while not (tmp_path / "pid").exists() or not events:
+    deadline = time.monotonic() + 60
+    while (not (tmp_path / "pid").exists() or not events) and time.monotonic() < deadline:
         job.poll()
         time.sleep(0.02)
+    assert events, "the fake CLI printed nothing"
     job.cancel()
     assert job.wait(timeout=30) == 130 and codes == [130]
     assert not _alive(int((tmp_path / "pid").read_text()))
