@@ -12,7 +12,7 @@ else ``torch``. It never picks ``exact``.
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -85,11 +85,13 @@ def bilateral_features(
 def build_lattice_for(backend: str, features: torch.Tensor) -> lattice.Lattice:
     """Lattice of ``features`` (N, d) float64, built by the C++ extension when it is the backend."""
     if backend == "cpp":
+        lattice.check_feature_range(features)
         module = load_extension("cpu")
         try:
             index, weight, neighbors = module.build_lattice(features.contiguous())
-        except RuntimeError as exc:
-            raise SegDeepError(f"CRF lattice: {str(exc).splitlines()[0]}") from exc
+        except RuntimeError as exc:  # key range beyond int64 packing: use the general path
+            LOG.info("CRF: C++ lattice build fell back to PyTorch (%s)", str(exc).splitlines()[0])
+            return lattice.build_lattice(features)
         return lattice.Lattice(index, weight, neighbors, neighbors.shape[2])
     return lattice.build_lattice(features)
 

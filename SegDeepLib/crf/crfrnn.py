@@ -17,7 +17,8 @@ backward pass.
 
 from __future__ import annotations
 
-from typing import Sequence, Union
+from collections.abc import Sequence
+from typing import Union
 
 import numpy as np
 import torch
@@ -122,18 +123,30 @@ def _check_inputs(
 ) -> list[float]:
     """Validate shapes, spacing and finiteness; return the spacing as floats."""
     if logits.ndim not in (4, 5):
-        raise SegDeepError(f"CRF logits: shape {tuple(logits.shape)}; expected (N, L, H, W) or (N, L, Z, Y, X)")
+        raise SegDeepError(
+            f"CRF logits: shape {tuple(logits.shape)}; expected (N, L, H, W) or (N, L, Z, Y, X)"
+        )
     if logits.shape[1] != num_classes:
-        raise SegDeepError(f"CRF logits: {logits.shape[1]} classes; the CRF was built for {num_classes}")
+        raise SegDeepError(
+            f"CRF logits: {logits.shape[1]} classes; the CRF was built for {num_classes}"
+        )
     if features.ndim != logits.ndim or features.shape[0] != logits.shape[0]:
-        raise SegDeepError(f"CRF features: shape {tuple(features.shape)} does not match logits {tuple(logits.shape)}")
+        raise SegDeepError(
+            f"CRF features: shape {tuple(features.shape)} does not match logits {tuple(logits.shape)}"
+        )
     if features.shape[2:] != logits.shape[2:]:
-        raise SegDeepError(f"CRF features: grid {tuple(features.shape[2:])} != logits grid {tuple(logits.shape[2:])}")
+        raise SegDeepError(
+            f"CRF features: grid {tuple(features.shape[2:])} != logits grid {tuple(logits.shape[2:])}"
+        )
     if num_betas not in (1, features.shape[1]):
-        raise SegDeepError(f"CRF theta_beta: {num_betas} values for {features.shape[1]} feature channels")
+        raise SegDeepError(
+            f"CRF theta_beta: {num_betas} values for {features.shape[1]} feature channels"
+        )
     spacing = [float(s) for s in spacing]
     if len(spacing) != logits.ndim - 2:
-        raise SegDeepError(f"CRF spacing: {spacing}; need one value per spatial axis ({logits.ndim - 2})")
+        raise SegDeepError(
+            f"CRF spacing: {spacing}; need one value per spatial axis ({logits.ndim - 2})"
+        )
     _check_positive("spacing", spacing)
     if logits.numel() == 0:
         raise SegDeepError("CRF logits: empty tensor")

@@ -18,7 +18,10 @@ def gaussian_rows(features: torch.Tensor, start: int, stop: int) -> torch.Tensor
 
 
 def exact_filter(
-    features: torch.Tensor, values: torch.Tensor, scale: torch.Tensor | None = None, block: int = 512
+    features: torch.Tensor,
+    values: torch.Tensor,
+    scale: torch.Tensor | None = None,
+    block: int = 512,
 ) -> torch.Tensor:
     """``K @ (values * scale)`` for values (C, N); K is symmetric, so this is its own adjoint."""
     n = features.shape[0]

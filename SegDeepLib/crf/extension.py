@@ -51,14 +51,14 @@ def _compile(kind: str) -> ModuleType:
     name, build_dir = _build_dir(kind, sources)
     build_dir.mkdir(parents=True, exist_ok=True)
     flags = ["-O3", "-fopenmp"]
-    kwargs = dict(
-        name=name,
-        sources=[str(CSRC / s) for s in sources],
-        build_directory=str(build_dir),
-        extra_cflags=flags,
-        extra_ldflags=["-fopenmp"],
-        verbose=False,
-    )
+    kwargs = {
+        "name": name,
+        "sources": [str(CSRC / s) for s in sources],
+        "build_directory": str(build_dir),
+        "extra_cflags": flags,
+        "extra_ldflags": ["-fopenmp"],
+        "verbose": False,
+    }
     if kind == "cuda":
         kwargs["extra_cuda_cflags"] = ["-O3"]
     return load(**kwargs)

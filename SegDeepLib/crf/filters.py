@@ -8,7 +8,7 @@ and then applied for every mean-field iteration (``forward``) and for the backwa
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch.autograd.function import once_differentiable

@@ -22,6 +22,7 @@ import torch
 from SegDeepLib.errors import SegDeepError
 
 _MAX_PACKED = 2**62
+MAX_FEATURE = 1e12
 
 
 @dataclass
@@ -101,8 +102,11 @@ def simplex_coordinates(features: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     return keys, bary[:, : d + 1]
 
 
-def _packing(keys: torch.Tensor, d: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-axis origin and stride packing key coordinates (+- d+1 padding) into one int64."""
+def _packing(keys: torch.Tensor, d: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Per-axis origin and stride packing key coordinates (+- d+1 padding) into one int64.
+
+    None when the packed keys would overflow int64 (huge feature ranges, e.g. a tiny theta_beta).
+    """
     flat = keys.reshape(-1, d)
     lo = flat.min(0).values - (d + 2)
     extent = flat.max(0).values + (d + 2) - lo + 1
@@ -112,11 +116,42 @@ def _packing(keys: torch.Tensor, d: int) -> tuple[torch.Tensor, torch.Tensor]:
         strides.append(total)
         total *= int(size)
     if total >= _MAX_PACKED:
-        raise SegDeepError(
-            "CRF lattice: feature range too large for the lattice keys (theta_beta or theta_alpha "
-            "far too small for this image); use larger bandwidths or rescale the intensities"
-        )
+        return None
     return lo, torch.tensor(strides, dtype=torch.int64, device=keys.device)
+
+
+def _dedupe_packed(keys: torch.Tensor, lo: torch.Tensor, strides: torch.Tensor):
+    """Vertex ids of ``keys`` (K, d) and neighbour table, via one packed int64 per key."""
+    d = keys.shape[1]
+    packed = ((keys - lo) * strides).sum(-1)
+    uniq, inverse = torch.unique(packed, sorted=True, return_inverse=True)
+    m = uniq.numel()
+    neighbors = torch.empty(d + 1, 2, m, dtype=torch.int64, device=keys.device)
+    shifts = (direction_offsets(d, keys.device) * strides).sum(1)
+    for j, shift in enumerate(shifts.tolist()):
+        for side, sign in enumerate((1, -1)):
+            target = uniq + sign * shift
+            pos = torch.searchsorted(uniq, target).clamp_(max=m - 1)
+            found = uniq[pos] == target
+            neighbors[j, side] = torch.where(found, pos, torch.full_like(pos, m))
+    return inverse, neighbors, m
+
+
+def _dedupe_rows(keys: torch.Tensor):
+    """Same as :func:`_dedupe_packed` for any key range (row-wise unique; slower)."""
+    d = keys.shape[1]
+    uniq, inverse = torch.unique(keys, dim=0, return_inverse=True)
+    m = uniq.shape[0]
+    neighbors = torch.empty(d + 1, 2, m, dtype=torch.int64, device=keys.device)
+    offsets = direction_offsets(d, keys.device)
+    for j in range(d + 1):
+        for side, sign in enumerate((1, -1)):
+            both = torch.cat([uniq, uniq + sign * offsets[j]], 0)
+            _, inv = torch.unique(both, dim=0, return_inverse=True)
+            to_vertex = torch.full((int(inv.max()) + 1,), m, dtype=torch.int64, device=keys.device)
+            to_vertex[inv[:m]] = torch.arange(m, device=keys.device)
+            neighbors[j, side] = to_vertex[inv[m:]]
+    return inverse, neighbors, m
 
 
 def direction_offsets(d: int, device: torch.device) -> torch.Tensor:
@@ -127,24 +162,27 @@ def direction_offsets(d: int, device: torch.device) -> torch.Tensor:
     return off
 
 
+def check_feature_range(features: torch.Tensor) -> None:
+    """Raise a clear error when scaled features are too large for exact integer lattice keys."""
+    if not torch.isfinite(features).all() or features.abs().max() > MAX_FEATURE:
+        raise SegDeepError(
+            "CRF lattice: feature range too large for the lattice keys (theta_beta or theta_alpha "
+            "far too small for this image); use larger bandwidths or rescale the intensities"
+        )
+
+
 def build_lattice(features: torch.Tensor) -> Lattice:
     """Build the lattice of ``features`` (N, d) (already divided by the bandwidths)."""
     if features.ndim != 2 or features.shape[0] == 0:
         raise SegDeepError("CRF lattice: features must be a non-empty (N, d) tensor")
+    check_feature_range(features)
     n, d = features.shape
     keys, bary = simplex_coordinates(features)
-    lo, strides = _packing(keys, d)
-    packed = ((keys - lo) * strides).sum(-1).reshape(-1)
-    uniq, inverse = torch.unique(packed, sorted=True, return_inverse=True)
-    m = uniq.numel()
-    neighbors = torch.empty(d + 1, 2, m, dtype=torch.int64, device=features.device)
-    shifts = (direction_offsets(d, features.device) * strides).sum(1)
-    for j, shift in enumerate(shifts.tolist()):
-        for side, sign in enumerate((1, -1)):
-            target = uniq + sign * shift
-            pos = torch.searchsorted(uniq, target).clamp_(max=m - 1)
-            found = uniq[pos] == target
-            neighbors[j, side] = torch.where(found, pos, torch.full_like(pos, m))
+    packing = _packing(keys, d)
+    flat = keys.reshape(-1, d)
+    inverse, neighbors, m = (
+        _dedupe_rows(flat) if packing is None else _dedupe_packed(flat, *packing)
+    )
     weight = bary.to(features.dtype if features.is_floating_point() else torch.float32)
     return Lattice(inverse.reshape(n, d + 1), weight, neighbors, m)
 

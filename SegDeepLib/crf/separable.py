@@ -9,7 +9,7 @@ the transposed band, so forward and backward are exact transposes of each other.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -18,7 +18,7 @@ TRUNCATE = 6.0
 
 def gaussian_band(n: int, sigma: float, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """Row-normalised Gaussian band (n, 2R+1) for ``sigma`` in voxels (R = ceil(6 sigma))."""
-    radius = max(0, min(n - 1, int(math.ceil(TRUNCATE * sigma))))
+    radius = max(0, min(n - 1, math.ceil(TRUNCATE * sigma)))
     taps = torch.arange(-radius, radius + 1, dtype=torch.float64)
     kernel = torch.exp(-0.5 * (taps / sigma) ** 2) if sigma > 0 else (taps == 0).double()
     pos = torch.arange(n)[:, None] + taps.long()[None]

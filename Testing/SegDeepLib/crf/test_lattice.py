@@ -1,0 +1,142 @@
+"""Permutohedral lattice: adjointness, accuracy against the exact Gaussian, backend agreement."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from SegDeepLib.crf import available_backends, backends, lattice
+from SegDeepLib.crf.exact import exact_filter
+from SegDeepLib.errors import SegDeepError
+from Testing.SegDeepLib.crf import helpers
+
+
+def _case_m_features(seed: int = 0) -> torch.Tensor:
+    """Appearance features of a case-M-sized (64x128x128) smooth random 'CT', setting A."""
+    gen = torch.Generator().manual_seed(seed)
+    img = torch.randn(1, 1, 16, 32, 32, generator=gen, dtype=torch.float64) * 60
+    img = torch.nn.functional.interpolate(img, size=(64, 128, 128), mode="trilinear")
+    return backends.bilateral_features(img[0], (1.0, 1.0, 1.0), 4.0, [15.0])
+
+
+@pytest.fixture(scope="module")
+def crop_features():
+    hu, mask = helpers.real_crop()
+    feats = backends.bilateral_features(
+        torch.from_numpy(hu)[None], helpers.SPACING, helpers.SETTING_A["theta_alpha"], [15.0]
+    )
+    p = torch.from_numpy(helpers.noisy_probabilities(mask)).double().reshape(1, -1)
+    return feats, torch.cat([1 - p, p], 0)
+
+
+def test_adjoint_at_case_m_size():
+    lat = lattice.build_lattice(_case_m_features())
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(1, lat.index.shape[0], generator=gen, dtype=torch.float64)
+    y = torch.randn(1, lat.index.shape[0], generator=gen, dtype=torch.float64)
+    lhs = (lattice.lattice_filter(lat, x) * y).sum()
+    rhs = (x * lattice.lattice_filter(lat, y, reverse=True)).sum()
+    assert abs(lhs - rhs) <= 1e-9 * abs(lhs)
+    # the blur order matters: forward and reverse are different maps, only adjoint to each other
+    assert not torch.allclose(lattice.lattice_filter(lat, x), lattice.lattice_filter(lat, x, True))
+
+
+@pytest.mark.skipif("cpp" not in available_backends(), reason="C++ extension unavailable")
+def test_cpp_adjoint_at_case_m_size():
+    lat = backends.build_lattice_for("cpp", _case_m_features())
+    from SegDeepLib.crf.extension import load_extension
+
+    ext = load_extension("cpu")
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(1, lat.index.shape[0], generator=gen, dtype=torch.float64)
+    y = torch.randn(1, lat.index.shape[0], generator=gen, dtype=torch.float64)
+    ax = ext.lattice_filter(lat.index, lat.weight, lat.neighbors, x, False)
+    aty = ext.lattice_filter(lat.index, lat.weight, lat.neighbors, y, True)
+    assert abs((ax * y).sum() - (x * aty).sum()) <= 1e-9 * abs((ax * y).sum())
+
+
+def test_weights_are_barycentric():
+    feats = _case_m_features()[:5000]
+    keys, bary = lattice.simplex_coordinates(feats)
+    assert torch.all(bary >= -1e-12) and torch.allclose(bary.sum(1), torch.ones(5000).double())
+    # vertices of a simplex: remainder-k points, all distinct
+    assert keys.shape == (5000, 5, 4)
+
+
+def test_appearance_message_vs_exact_on_real_crop(crop_features):
+    feats, q = crop_features
+    ref = exact_filter(feats, q) / exact_filter(feats, torch.ones_like(q[:1]))
+    for name in [b for b in available_backends() if b in ("torch", "cpp")]:
+        filt = backends.appearance_filter(name, feats, torch.float64)
+        msg = filt.forward(q)
+        rel = (msg - ref).norm() / ref.norm()
+        assert rel <= 0.015, (name, float(rel))
+        assert (msg - ref).abs().max() <= 0.10, name
+
+
+def test_lattice_backends_agree_float32(crop_features):
+    feats, q = crop_features
+    names = [b for b in available_backends() if b in ("torch", "cpp", "cuda")]
+    if len(names) < 2:
+        pytest.skip("only one lattice backend available")
+    msgs = {}
+    for name in names:
+        filt = backends.appearance_filter(name, feats, torch.float32)
+        msgs[name] = filt.forward(q.float()), filt.adjoint(q.float())
+    ref_f, ref_a = msgs[names[0]]
+    for name in names[1:]:
+        assert (msgs[name][0] - ref_f).abs().max() <= 1e-5, name
+        assert (msgs[name][1] - ref_a).abs().max() <= 1e-5 * ref_a.abs().max(), name
+
+
+def _assert_same_structure(index_a, nb_a, index_b, nb_b, m):
+    """Two lattices are the same up to a renumbering of the vertices."""
+    perm = torch.full((m + 1,), -1, dtype=torch.int64)
+    perm[index_b.reshape(-1)] = index_a.reshape(-1)
+    perm[m] = m
+    assert torch.equal(perm[index_b], index_a)
+    for j in range(nb_a.shape[0]):
+        assert torch.equal(perm[nb_b[j]], nb_a[j][:, perm[:-1]])
+
+
+def test_cpp_and_torch_build_the_same_lattice(crop_features):
+    if "cpp" not in available_backends():
+        pytest.skip("C++ extension unavailable")
+    feats, _ = crop_features
+    a = lattice.build_lattice(feats)
+    b = backends.build_lattice_for("cpp", feats)
+    assert a.num_vertices == b.num_vertices
+    # same vertex sets up to renumbering: compare per-point weights and neighbour structure
+    assert torch.allclose(a.weight, b.weight, atol=1e-12)
+    _assert_same_structure(a.index, a.neighbors, b.index, b.neighbors, a.num_vertices)
+
+
+def test_key_overflow_raises_clear_error():
+    feats = torch.tensor([[0.0, 0.0], [1e15, -1e15]], dtype=torch.float64)
+    for name in [b for b in available_backends() if b in ("torch", "cpp")]:
+        with pytest.raises(SegDeepError, match="too large"):
+            backends.appearance_filter(name, feats, torch.float32)
+
+
+def test_huge_key_range_uses_row_dedupe():
+    """Keys beyond int64 packing (tiny theta_beta): the row-wise path builds the same operator."""
+    gen = torch.Generator().manual_seed(4)
+    base = torch.rand(300, 4, generator=gen, dtype=torch.float64) * 3
+    keys = lattice.simplex_coordinates(base)[0].reshape(-1, 4)
+    inv_p, nb_p, m_p = lattice._dedupe_packed(keys, *lattice._packing(keys.reshape(300, 5, 4), 4))
+    inv_r, nb_r, m_r = lattice._dedupe_rows(keys)
+    assert m_p == m_r
+    _assert_same_structure(inv_p.reshape(300, 5), nb_p, inv_r.reshape(300, 5), nb_r, m_p)
+    far = torch.cat([base, base + torch.tensor([0.0, 0.0, 0.0, 1e9], dtype=torch.float64)])
+    assert lattice._packing(lattice.simplex_coordinates(far)[0], 4) is None
+    lat_far, lat = lattice.build_lattice(far), lattice.build_lattice(base)
+    x = torch.rand(1, 300, generator=gen, dtype=torch.float64)
+    out_far = lattice.lattice_filter(lat_far, torch.cat([x, 2 * x], 1))
+    out = lattice.lattice_filter(lat, x)
+    # far-apart clusters do not interact: the first is filtered exactly as on its own, the
+    # shifted one like it up to where its points fall in their simplices
+    assert torch.allclose(out_far[:, :300], out, atol=1e-9)
+    norm_far = lattice.lattice_filter(lat_far, torch.ones(1, 600, dtype=torch.float64))
+    ref = exact_filter(base, x) / exact_filter(base, torch.ones_like(x))
+    msg_far = out_far[:, 300:] / norm_far[:, 300:] / 2
+    assert (msg_far - ref).norm() / ref.norm() < 0.1
