@@ -106,7 +106,8 @@ def _to_layout(sample: dict[str, np.ndarray], s: SamplingSettings) -> dict[str, 
     ctx, half = s.context_slices, s.context_slices // 2
     image, label, mask = sample["image"], sample["label"], sample["mask"]
     depth = image.shape[1] - ctx + 1
-    stacks = np.stack([image[:, t:t + ctx].reshape(-1, *image.shape[2:]) for t in range(depth)])
+    # channels ordered slice-major (slice 0: all channels, slice 1: ...), as inference stacks them
+    stacks = np.stack([image[:, t:t + ctx].swapaxes(0, 1).reshape(-1, *image.shape[2:]) for t in range(depth)])
     labels, masks = label[half:half + depth], mask[half:half + depth]
     if s.mode == "slices2d":
         stacks, labels, masks = stacks[0], labels[0], masks[0]

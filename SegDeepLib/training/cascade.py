@@ -44,7 +44,7 @@ class StageRegions:
         settings = self.spec.get("inference", {})
         num_classes = len(self.spec["labels"]["labels"]) + 1
         probs = predict_probabilities_3d(self.model(), pre.array, settings.get("tile_size", [64, 64, 64]),
-                                         settings.get("stage1_overlap", 0.0), num_classes, torch.device("cpu"))
+                                         settings.get("overlap", 0.0), num_classes, torch.device("cpu"))
         return pre.to_input_grid(probs.argmax(0).astype(np.uint8), is_label=True)
 
     def __call__(self, case: Case, image: sitk.Image) -> sitk.Image:

@@ -22,17 +22,43 @@ from SegDeepLib.training.setup import DataSetup
 
 
 def inference_settings(c: TrainConfig) -> dict[str, Any]:
-    """What the predictor needs to run the network like validation did."""
+    """The predictor's ``inference`` section (:mod:`SegDeepLib.inference.settings`), matching validation."""
     settings: dict[str, Any] = {
-        "mode": c.sampling.mode,
-        "spatial_dims": 3 if c.sampling.mode == "patch3d" else 2,
+        "mode": "3d" if c.sampling.mode == "patch3d" else "2d",
         "tile_size": list(c.validation.tile_size or c.sampling.patch_size),
         "overlap": c.validation.overlap,
+        "weighting": "gaussian",
     }
     if c.sampling.mode != "patch3d":
-        settings.update(context_slices=c.sampling.context_slices, sequence_length=c.sampling.sequence_length)
-    settings.update(c.export.inference)
-    return settings
+        settings["slices"] = {"context": c.sampling.context_slices // 2,
+                              "sequence": c.sampling.mode == "sequence2d", "sequence_network": None}
+    return _merge(settings, c.export.inference)
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _cascade(spec: dict[str, Any], stage1: Path, dilation_mm: float) -> dict[str, Any]:
+    """Stage 2 of a cascade: one model folder holding both networks (``mode: cascade``)."""
+    first = read_spec(stage1)
+    s1 = first.get("inference", {})
+    spec["networks"] = {"stage1": first["networks"]["main"], "stage2": spec["networks"]["main"]}
+    spec["inference"] = {
+        **{k: v for k, v in spec["inference"].items() if k not in ("mode", "tile_size", "overlap")},
+        "mode": "cascade",
+        "cascade": {
+            "stage1": {"network": "stage1", "preprocessing": first["preprocessing"],
+                       "tile_size": s1.get("tile_size"), "overlap": s1.get("overlap", 0.0)},
+            "stage2": {"network": "stage2", "tile_size": spec["inference"]["tile_size"],
+                       "overlap": spec["inference"]["overlap"]},
+            "dilation": dilation_mm, "dilation_in_mm": True,
+        },
+    }
+    return spec
 
 
 def build_spec(c: TrainConfig, setup: DataSetup, model_cfg: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
@@ -68,7 +94,21 @@ def export_run(c: TrainConfig, setup: DataSetup, model_cfg: dict[str, Any], stat
     """Write the run's model folder from a checkpoint state (``best`` when validation ran)."""
     folder = Path(c.export.folder) if c.export.folder else c.out / "model"
     spec = build_spec(c, setup, model_cfg, state)
-    return save_model_folder(folder, spec, {"main": state["model"]}, half=c.export.half, overwrite=True)
+    weights = {"main": state["model"]}
+    if c.data.region_from:
+        spec = _cascade(spec, Path(c.data.region_from), c.data.region_dilation_mm)
+        weights = {"stage1": load_weights(c.data.region_from)["main"], "stage2": state["model"]}
+    _check_inference(spec)
+    return save_model_folder(folder, spec, weights, half=c.export.half, overwrite=True)
+
+
+def _check_inference(spec: dict[str, Any]) -> None:
+    """The predictor must accept the folder: validate ``inference`` with its own rules."""
+    try:
+        from SegDeepLib.inference.settings import inference_settings as check
+    except ImportError:  # inference package absent in a stripped-down install
+        return
+    check(spec, where="export")
 
 
 def export_zip(folder: str | os.PathLike, target: str | os.PathLike, overwrite: bool = False) -> Path:

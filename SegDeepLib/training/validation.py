@@ -1,8 +1,9 @@
 """Whole-volume validation: sliding-window prediction on the network grid and Dice per class.
 
-:func:`predict_volume` is the one adapter between training and inference: it runs a network on a
-preprocessed ``(C, Z, Y, X)`` array (3D tiles, or 2D slice stacks / sequences) and returns class
-labels. It handles valid-convolution networks (output smaller than input) by padding the volume.
+:func:`validate_case` is the one adapter between training and inference: it runs the inference
+package's sliding window (3D) or slice predictor (2D stacks / sequences) on a cached case.
+:func:`predict_probabilities_3d` / :func:`predict_slices` are small independent implementations
+(used by the cascade's stage-1 regions and as test references).
 """
 
 from __future__ import annotations
@@ -97,14 +98,22 @@ def dice_per_class(pred: np.ndarray, target: np.ndarray, num_classes: int,
 
 def validate_case(model: torch.nn.Module, case: CachedCase, mode: str, tile: Sequence[int], overlap: float,
                   context: int, sequence: int, num_classes: int, device: torch.device) -> list[float | None]:
-    """Dice per class of one whole case on the network grid (only annotated classes count)."""
+    """Dice per class of one whole case on the network grid (only annotated classes count).
+
+    Runs the inference package's sliding window / slice predictor (the path the Predictor uses),
+    skipping tiles outside the case's candidate region like inference does.
+    """
+    from SegDeepLib.inference.sliding_window import TileSettings, sliding_window
+    from SegDeepLib.inference.slices import predict_slices as infer_slices
+
     model.eval()
-    image = np.asarray(case.image, np.float32)
+    image = torch.from_numpy(np.array(case.image, np.float32))  # a writable copy of the memory map
     if mode == "patch3d":
-        probs = predict_probabilities_3d(model, image, tile, overlap, num_classes, device)
+        settings = TileSettings(tuple(int(t) for t in tile), overlap=overlap, weighting="gaussian")
+        probs = sliding_window(image, model, settings, device, region=case.region)
     else:
-        probs = predict_slices(model, image, context, sequence if mode == "sequence2d" else None, num_classes, device)
-    pred = probs.argmax(0)
+        probs = infer_slices(image, model, device, context=context // 2, sequence=mode == "sequence2d")
+    pred = probs.argmax(0).numpy()
     scores = dice_per_class(pred, case.label, num_classes)
     return [s if present else None for s, present in zip(scores, case.class_present[1:])]
 

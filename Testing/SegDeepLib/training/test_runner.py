@@ -44,6 +44,14 @@ def test_training_writes_a_self_describing_model_folder(dataset, tmp_path):
     assert [lab["name"] for lab in spec["labels"]["labels"]] == ["liver", "spleen"]
     assert spec["preprocessing"]["intensity"]["kind"] == "window"
     assert spec["inference"]["tile_size"] == [8, 16, 16] and spec["library_version"]
+    assert spec["inference"]["mode"] == "3d" and spec["inference"]["overlap"] == 0.0
+    import SimpleITK as sitk
+
+    from SegDeepLib.inference.predictor import Predictor
+
+    image = sitk.ReadImage(str(dataset / "imagesTr" / "case1.nii.gz"))
+    result = Predictor.from_folder(folder).predict(image, device="cpu")
+    assert result.labelmap.GetSize() == image.GetSize() and result.table.names == ["liver", "spleen"]
     assert len(spec["metrics"]["history"]) == 2 and "val_dice" in spec["metrics"]["history"][0]
     weights = load_weights(folder)["main"]
     best = load_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt")
@@ -171,3 +179,26 @@ def test_cli_json_progress_and_python_api(dataset, tmp_path, capsys):
     folder = SegDeepLib.train(str(cfg), output_dir=str(tmp_path / "api"), training__epochs=1,
                               training__steps_per_epoch=1)
     assert read_spec(folder)["training"]["epochs"] == 1
+
+
+def test_cascade_stage2_exports_a_folder_the_predictor_runs(dataset, tmp_path):
+    import SimpleITK as sitk
+
+    from SegDeepLib.inference.predictor import Predictor
+
+    stage1 = train(tiny_config(dataset, tmp_path / "s1", training={"epochs": 1, "steps_per_epoch": 2},
+                               data={"preprocessing": {"intensity": {"kind": "window", "window": [-200, 300]},
+                                                       "crop": "body"}}))
+    cfg = tiny_config(dataset, tmp_path / "s2", training={"epochs": 1, "steps_per_epoch": 2},
+                      data={"region_from": str(stage1), "region_dilation_mm": 20.0,
+                            "preprocessing": {"intensity": {"kind": "window", "window": [-200, 300]},
+                                              "crop": "mask", "margin_mm": 5.0}})
+    folder = train(cfg)
+    spec = read_spec(folder)
+    assert spec["inference"]["mode"] == "cascade" and set(spec["networks"]) == {"stage1", "stage2"}
+    assert spec["inference"]["cascade"]["stage1"]["preprocessing"]["crop"] == "body"
+    image = sitk.ReadImage(str(dataset / "imagesTr" / "case0.nii.gz"))
+    result = Predictor.from_folder(folder).predict(image, device="cpu")
+    assert result.labelmap.GetSize() == image.GetSize() and result.labelmap.GetOrigin() == image.GetOrigin()
+    cached = list((tmp_path / "s2" / "cache").glob("case*/region.npy"))
+    assert cached  # the stage-1 C2 regions were computed and cached with the cases

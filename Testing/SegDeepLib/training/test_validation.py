@@ -67,3 +67,17 @@ def test_crop_to_output_centre():
     label = torch.arange(8**3).reshape(1, 8, 8, 8)
     (cropped,) = crop_to_output(logits, label)
     assert torch.equal(cropped, label[:, 2:6, 2:6, 2:6])
+
+
+def test_validate_case_uses_inference_path_and_matches_reference():
+    from SegDeepLib.data.cache import CachedCase
+    from SegDeepLib.training.validation import validate_case
+
+    model = ValidConv().eval()
+    rng = np.random.default_rng(3)
+    image = rng.normal(size=(1, 13, 17, 11)).astype(np.float32)
+    ref_probs = predict_probabilities_3d(model, image, (8, 8, 8), 0.5, 3, torch.device("cpu"))
+    label = ref_probs.argmax(0).astype(np.uint8)
+    case = CachedCase("c", image, label, None, (1.0, 1.0, 1.0), [True, True, False], {})
+    scores = validate_case(model, case, "patch3d", (8, 8, 8), 0.5, 3, 1, 3, torch.device("cpu"))
+    assert scores[0] == pytest.approx(1.0) and scores[1] is None  # class 2 not annotated -> None
