@@ -57,3 +57,4 @@ def _import_builtin_models() -> None:
     for info in pkgutil.iter_modules(package.__path__):
         if info.name != "registry":
             importlib.import_module(f"SegDeepLib.models.{info.name}")
+    importlib.import_module("SegDeepLib.training.cnn_crf")  # "cnn_crf" (CNN + CRF-RNN) for model folders
