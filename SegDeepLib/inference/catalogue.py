@@ -182,6 +182,23 @@ def build_catalogue(
     return catalogue
 
 
+def rebuild_catalogue(
+    models_dir: str | os.PathLike = MODELS_DIR, default_model: str | None = None
+) -> Path:
+    """Regenerate ``catalogue.json`` from the model folders in ``models_dir`` (keeps the old default
+    unless ``default_model`` is given). Call it after adding or retraining a shipped model."""
+    path = Path(models_dir) / CATALOGUE_FILE.name
+    if default_model is None and path.exists():
+        default_model = json.loads(path.read_text()).get("default_model")
+    catalogue = build_catalogue(models_dir, default_model)
+    if default_model and default_model not in {m["id"] for m in catalogue["models"]}:
+        raise SegDeepError(
+            f"default model {default_model!r} is not among the folders in {models_dir}"
+        )
+    path.write_text(json.dumps(catalogue, indent=2) + "\n")
+    return path
+
+
 def load_catalogue(
     path: str | os.PathLike = CATALOGUE_FILE, include_user: bool = True
 ) -> dict[str, Any]:

@@ -72,7 +72,10 @@ def test_falls_back_to_the_cpu_with_the_original_tile():
             raise _oom()
         return device.type
 
-    assert run_with_fallback(work, (64, 64, 64), torch.device("cuda"), events.append, max_retries=2) == "cpu"
+    assert (
+        run_with_fallback(work, (64, 64, 64), torch.device("cuda"), events.append, max_retries=2)
+        == "cpu"
+    )
     assert [d for _, d in tried] == ["cuda", "cuda", "cuda", "cpu"]
     assert tried[-1][0] == (64, 64, 64)
     assert "continuing on the CPU" in events[-1].message

@@ -36,8 +36,12 @@ def _net(**kwargs):
 
 @pytest.fixture
 def folder(tmp_path):
-    return make_model_folder(tmp_path / "tiny", {"main": _net()}, ORGANS,
-                             inference={"mode": "3d", "tile_size": [8, 8, 8], "overlap": 0.5})
+    return make_model_folder(
+        tmp_path / "tiny",
+        {"main": _net()},
+        ORGANS,
+        inference={"mode": "3d", "tile_size": [8, 8, 8], "overlap": 0.5},
+    )
 
 
 def _expected(image, centres=CENTRES):
@@ -58,7 +62,9 @@ def test_organ_subset_keeps_other_organs_out(folder):
     image = _image()
     result = Predictor.from_folder(folder).predict(image, organs=["spleen"], device="cpu")
     expected = _expected(image)
-    np.testing.assert_array_equal(sitk.GetArrayFromImage(result.labelmap), np.where(expected == 2, 2, 0))
+    np.testing.assert_array_equal(
+        sitk.GetArrayFromImage(result.labelmap), np.where(expected == 2, 2, 0)
+    )
     assert result.table.names == ["spleen"] and result.table.values == [2]
     with pytest.raises(SegDeepError, match="kidney"):
         Predictor.from_folder(folder).predict(image, organs=["kidney"], device="cpu")
@@ -76,9 +82,13 @@ def test_probabilities_on_input_grid(folder):
 
 
 def test_resampling_model_maps_back_to_the_input_grid(tmp_path):
-    folder = make_model_folder(tmp_path / "resampled", {"main": _net()}, ORGANS,
-                               preprocessing={"spacing": [2.0, 2.0, 2.0], "intensity": {"kind": "none"}},
-                               inference={"tile_size": [8, 8, 8]})
+    folder = make_model_folder(
+        tmp_path / "resampled",
+        {"main": _net()},
+        ORGANS,
+        preprocessing={"spacing": [2.0, 2.0, 2.0], "intensity": {"kind": "none"}},
+        inference={"tile_size": [8, 8, 8]},
+    )
     image = sitk.GetImageFromArray(np.zeros((20, 20, 20), np.float32))
     image.SetSpacing((1.0, 1.0, 1.0))
     image.SetDirection((0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, -1.0))  # permuted and flipped axes
@@ -93,10 +103,16 @@ def test_resampling_model_maps_back_to_the_input_grid(tmp_path):
 
 
 def test_ensemble_averages_fold_probabilities(tmp_path):
-    folds = {"fold0": _net(centres=[0.0, 100.0], scale=5e-4),
-             "fold1": _net(centres=[0.0, 160.0], scale=5e-4)}
-    folder = make_model_folder(tmp_path / "ens", folds, ["liver"],
-                               inference={"tile_size": [8, 8, 8], "ensemble": ["fold0", "fold1"]})
+    folds = {
+        "fold0": _net(centres=[0.0, 100.0], scale=5e-4),
+        "fold1": _net(centres=[0.0, 160.0], scale=5e-4),
+    }
+    folder = make_model_folder(
+        tmp_path / "ens",
+        folds,
+        ["liver"],
+        inference={"tile_size": [8, 8, 8], "ensemble": ["fold0", "fold1"]},
+    )
     image = _image(oblique=False)
     result = Predictor.from_folder(folder).predict(image, device="cpu", probabilities=True)
     x = sitk.GetArrayFromImage(image).astype(np.float64)
@@ -126,23 +142,35 @@ def test_flip_tta_runs_every_flip_and_keeps_the_result(folder):
 
 
 def test_postprocessing_largest_component_and_holes(tmp_path):
-    folder = make_model_folder(tmp_path / "post", {"main": _net(centres=[0.0, 100.0])}, ["liver"],
-                               inference={"tile_size": [8, 8, 8],
-                                          "postprocess": {"largest_component": True, "fill_holes": True}})
+    folder = make_model_folder(
+        tmp_path / "post",
+        {"main": _net(centres=[0.0, 100.0])},
+        ["liver"],
+        inference={
+            "tile_size": [8, 8, 8],
+            "postprocess": {"largest_component": True, "fill_holes": True},
+        },
+    )
     array = np.zeros((12, 12, 12), np.float32)
     array[2:9, 2:9, 2:9] = 100
     array[5, 5, 5] = 0  # a hole
     array[11, 11, 11] = 100  # an island
     image = sitk.GetImageFromArray(array)
-    labels = sitk.GetArrayFromImage(Predictor.from_folder(folder).predict(image, device="cpu").labelmap)
+    labels = sitk.GetArrayFromImage(
+        Predictor.from_folder(folder).predict(image, device="cpu").labelmap
+    )
     expected = np.zeros_like(labels)
     expected[2:9, 2:9, 2:9] = 1
     np.testing.assert_array_equal(labels, expected)
 
 
 def test_two_d_model_slice_by_slice(tmp_path):
-    folder = make_model_folder(tmp_path / "two_d", {"main": _net(spatial_dims=2, multiple=8)}, ORGANS,
-                               inference={"mode": "2d", "batch_size": 4, "slices": {"context": 1}})
+    folder = make_model_folder(
+        tmp_path / "two_d",
+        {"main": _net(spatial_dims=2, multiple=8)},
+        ORGANS,
+        inference={"mode": "2d", "batch_size": 4, "slices": {"context": 1}},
+    )
     image = _image(shape=(9, 13, 11))
     result = Predictor.from_folder(folder).predict(image, device="cpu")
     np.testing.assert_array_equal(sitk.GetArrayFromImage(result.labelmap), _expected(image))
@@ -153,11 +181,22 @@ def test_cascade_restricts_stage_two_to_c2(tmp_path):
     stage1 = _net(centres=[0.0, 100.0, 200.0])
     stage2 = _net(centres=[0.0, 100.0, 200.0])
     pre = {"spacing": None, "intensity": {"kind": "none"}}
-    cascade = {"stage1": {"network": "stage1", "preprocessing": {**pre, "spacing": [2.0, 2.0, 2.0]},
-                          "tile_size": [8, 8, 8]},
-               "stage2": {"network": "stage2", "tile_size": [8, 8, 8], "overlap": 0.5}, "dilation": 2}
-    folder = make_model_folder(tmp_path / "cascade", {"stage1": stage1, "stage2": stage2}, ORGANS,
-                               preprocessing=pre, inference={"mode": "cascade", "cascade": cascade})
+    cascade = {
+        "stage1": {
+            "network": "stage1",
+            "preprocessing": {**pre, "spacing": [2.0, 2.0, 2.0]},
+            "tile_size": [8, 8, 8],
+        },
+        "stage2": {"network": "stage2", "tile_size": [8, 8, 8], "overlap": 0.5},
+        "dilation": 2,
+    }
+    folder = make_model_folder(
+        tmp_path / "cascade",
+        {"stage1": stage1, "stage2": stage2},
+        ORGANS,
+        preprocessing=pre,
+        inference={"mode": "cascade", "cascade": cascade},
+    )
     array = np.zeros((24, 24, 24), np.float32)
     array[6:12, 6:12, 6:12] = 100  # organ 1, found by stage 1 at 2 mm
     array[14:20, 14:18, 8:14] = 200  # organ 2
@@ -208,14 +247,22 @@ def test_progress_stages_and_cancel(folder):
             token.cancel()
 
     with pytest.raises(CancelledError):
-        Predictor.from_folder(folder).predict(_image(), device="cpu", progress=cancel_on_tiles, cancel=token)
+        Predictor.from_folder(folder).predict(
+            _image(), device="cpu", progress=cancel_on_tiles, cancel=token
+        )
 
 
 def test_fast_mode_uses_the_fast_overrides(tmp_path):
     folder = make_model_folder(
-        tmp_path / "fast", {"main": _net()}, ORGANS,
-        inference={"tile_size": [8, 8, 8], "overlap": 0.5,
-                   "fast": {"overlap": 0.0, "preprocessing": {"spacing": [4.0, 4.0, 4.0]}}})
+        tmp_path / "fast",
+        {"main": _net()},
+        ORGANS,
+        inference={
+            "tile_size": [8, 8, 8],
+            "overlap": 0.5,
+            "fast": {"overlap": 0.0, "preprocessing": {"spacing": [4.0, 4.0, 4.0]}},
+        },
+    )
     predictor = Predictor.from_folder(folder)
     image = sitk.GetImageFromArray(np.zeros((16, 16, 16), np.float32))
     predictor.predict(image, device="cpu", fast=True)

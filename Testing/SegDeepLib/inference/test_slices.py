@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
@@ -50,7 +49,9 @@ def test_sequence_mode_sends_the_whole_volume_and_applies_the_sequence_network()
     probs = predict_slices(volume, net, sequence=True, sequence_network=Smooth())
     assert [c[0] for c in net.calls] == [6]
     per_slice = predict_slices(volume, CentreNet((0.0, 1.0), spatial_dims=2), batch_size=2)
-    torch.testing.assert_close(probs, per_slice.mean(1, keepdim=True).expand_as(per_slice), atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(
+        probs, per_slice.mean(1, keepdim=True).expand_as(per_slice), atol=1e-6, rtol=1e-6
+    )
 
 
 def test_bad_2d_output_is_reported():

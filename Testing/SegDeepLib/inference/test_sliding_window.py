@@ -20,13 +20,23 @@ from SegDeepLib.inference.sliding_window import (
 from Testing.SegDeepLib.inference.tiny_nets import CentreNet
 
 
-@pytest.mark.parametrize("size,tile,overlap", [(10, 4, 0.0), (10, 4, 0.5), (17, 5, 0.25), (4, 4, 0.5),
-                                               (3, 8, 0.5), (100, 32, 0.75), (9, 1, 0.0)])
+@pytest.mark.parametrize(
+    "size,tile,overlap",
+    [
+        (10, 4, 0.0),
+        (10, 4, 0.5),
+        (17, 5, 0.25),
+        (4, 4, 0.5),
+        (3, 8, 0.5),
+        (100, 32, 0.75),
+        (9, 1, 0.0),
+    ],
+)
 def test_tile_starts_cover_without_sticking_out(size, tile, overlap):
     starts = tile_starts(size, tile, overlap)
     covered = np.zeros(max(size, tile), dtype=int)
     for s in starts:
-        covered[s:s + tile] += 1
+        covered[s : s + tile] += 1
     assert covered[:size].min() >= 1
     assert starts[0] == 0 and starts == sorted(set(starts))
     if size >= tile:
@@ -67,14 +77,18 @@ def test_pointwise_network_tiles_reproduce_the_whole_volume(weighting, overlap, 
     net = CentreNet((0.0, 1.0, 2.5))
     probs = sliding_window(volume, net, TileSettings((6, 4, 5), overlap, weighting, batch))
     assert probs.shape == (3, 13, 10, 7)
-    torch.testing.assert_close(probs, _pointwise_reference(volume, (0.0, 1.0, 2.5)), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        probs, _pointwise_reference(volume, (0.0, 1.0, 2.5)), atol=1e-5, rtol=1e-5
+    )
     assert max(c[0] for c in net.calls) <= batch
 
 
 def test_volume_smaller_than_tile_is_padded_and_cropped_back():
     volume = torch.rand(1, 3, 5, 2)
     probs = sliding_window(volume, CentreNet(), TileSettings((8, 8, 8), 0.5))
-    torch.testing.assert_close(probs, _pointwise_reference(volume, (0.0, 1.0)), atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(
+        probs, _pointwise_reference(volume, (0.0, 1.0)), atol=1e-6, rtol=1e-6
+    )
 
 
 class PositionNet(torch.nn.Module):
@@ -96,10 +110,14 @@ class PositionNet(torch.nn.Module):
 @pytest.mark.parametrize("weighting", ["gaussian", "constant"])
 def test_weighted_average_matches_brute_force(weighting):
     shape, tile, overlap = (9, 7, 6), (4, 4, 4), 0.5
-    probs = sliding_window(torch.zeros(1, *shape), PositionNet(), TileSettings(tile, overlap, weighting, 2))
+    probs = sliding_window(
+        torch.zeros(1, *shape), PositionNet(), TileSettings(tile, overlap, weighting, 2)
+    )
     w = gaussian_weight(tile).numpy() if weighting == "gaussian" else np.ones(tile)
     num, den = np.zeros(shape), np.zeros(shape)
-    for index, corner in enumerate(itertools.product(*[tile_starts(s, t, overlap) for s, t in zip(shape, tile)])):
+    for index, corner in enumerate(
+        itertools.product(*[tile_starts(s, t, overlap) for s, t in zip(shape, tile)])
+    ):
         p1 = (index + 1) / (1 + index + 1)  # softmax([0, log n]) = n / (1 + n)
         where = tuple(slice(c, c + t) for c, t in zip(corner, tile))
         num[where] += w * p1
@@ -125,8 +143,12 @@ def test_valid_convolution_network_tiled_by_its_output_size(pad_mode):
     torch.manual_seed(2)
     volume = torch.randn(1, 11, 9, 14)
     net = Valid().eval()
-    probs = sliding_window(volume, net, TileSettings((8, 8, 8), 0.5, "gaussian", 2, pad_mode=pad_mode))
-    padded = F.pad(volume[None], [2] * 6, mode="replicate" if pad_mode == "replicate" else "constant")
+    probs = sliding_window(
+        volume, net, TileSettings((8, 8, 8), 0.5, "gaussian", 2, pad_mode=pad_mode)
+    )
+    padded = F.pad(
+        volume[None], [2] * 6, mode="replicate" if pad_mode == "replicate" else "constant"
+    )
     with torch.no_grad():
         ref = torch.softmax(net(padded), 1)[0]
     torch.testing.assert_close(probs, ref, atol=1e-5, rtol=1e-5)
@@ -136,7 +158,9 @@ def test_valid_margin_network_places_outputs_correctly():
     volume = torch.rand(1, 12, 11, 10) * 2
     net = CentreNet((0.0, 1.0, 2.0), margin=3)
     probs = sliding_window(volume, net, TileSettings((10, 10, 10), 0.0, "constant", 4))
-    torch.testing.assert_close(probs, _pointwise_reference(volume, (0.0, 1.0, 2.0)), atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(
+        probs, _pointwise_reference(volume, (0.0, 1.0, 2.0)), atol=1e-6, rtol=1e-6
+    )
     assert all(c[2:] == (10, 10, 10) for c in net.calls)
 
 

@@ -1,0 +1,216 @@
+"""`segdeep segment`: files and DICOM in, .seg.nrrd / .nii.gz out on the input grid, clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from SegDeepLib.cli.main import main
+from SegDeepLib.inference.catalogue import CATALOGUE_FILE
+from SegDeepLib.io import read_image, read_segmentation
+from SegDeepLib.io.layout import same_grid
+from Testing.conftest import shared_file
+from Testing.SegDeepLib.inference.tiny_nets import make_model_folder, nearest_centre
+
+CENTRES = [0.0, 100.0, 200.0]
+
+
+@pytest.fixture
+def model(tmp_path):
+    return make_model_folder(
+        tmp_path / "cli-model",
+        {"main": {"name": "test_centres", "centres": CENTRES, "scale": 0.01}},
+        ["liver", "spleen"],
+        inference={"tile_size": [16, 16, 16], "batch_size": 2},
+    )
+
+
+@pytest.fixture
+def volume(tmp_path):
+    rng = np.random.default_rng(3)
+    image = sitk.GetImageFromArray(rng.uniform(-50, 250, (10, 12, 9)).astype(np.float32))
+    image.SetSpacing((0.7, 0.9, 3.0))
+    image.SetOrigin((5.0, -3.0, 100.0))
+    image.SetDirection((0.0, 1.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0, 1.0))
+    path = tmp_path / "input.nii.gz"
+    sitk.WriteImage(image, str(path))
+    return path
+
+
+def test_seg_nrrd_has_names_colours_terminology_and_the_input_grid(model, volume, tmp_path):
+    out = tmp_path / "out.seg.nrrd"
+    assert (
+        main(
+            [
+                "segment",
+                str(volume),
+                "-o",
+                str(out),
+                "--model",
+                str(model),
+                "--device",
+                "cpu",
+                "--progress",
+                "none",
+            ]
+        )
+        == 0
+    )
+    import slicerio
+
+    seg = slicerio.read_segmentation(str(out))
+    names = [s["name"] for s in seg["segments"]]
+    assert names == ["liver", "spleen"]
+    assert seg["segments"][0]["terminology"]["type"][1] == "10200004"
+    labelmap, table = read_segmentation(out)
+    image = read_image(volume)
+    assert same_grid(labelmap, image, tol=1e-4)
+    expected = nearest_centre(sitk.GetArrayFromImage(image), CENTRES)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(labelmap), expected)
+    assert table.names == ["liver", "spleen"]
+
+
+def test_nifti_output_organ_subset_and_probabilities(model, volume, tmp_path):
+    out, probs = tmp_path / "out.nii.gz", tmp_path / "probs.npy"
+    assert (
+        main(
+            [
+                "segment",
+                str(volume),
+                "-o",
+                str(out),
+                "--model",
+                str(model),
+                "--organs",
+                "spleen",
+                "--probabilities",
+                str(probs),
+                "--device",
+                "cpu",
+                "--progress",
+                "none",
+            ]
+        )
+        == 0
+    )
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(out)))
+    expected = nearest_centre(sitk.GetArrayFromImage(read_image(volume)), CENTRES)
+    np.testing.assert_array_equal(labels, np.where(expected == 2, 2, 0))
+    p = np.load(probs)
+    assert p.shape == (3, *labels.shape)
+    np.testing.assert_allclose(p.sum(0), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(p.argmax(0), expected)
+
+
+def test_json_progress_lines(model, volume, tmp_path, capsys):
+    out = tmp_path / "out.seg.nrrd"
+    assert (
+        main(
+            [
+                "segment",
+                str(volume),
+                "-o",
+                str(out),
+                "--model",
+                str(model),
+                "--device",
+                "cpu",
+                "--progress",
+                "json",
+            ]
+        )
+        == 0
+    )
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    stages = [e.get("stage") for e in events if e["event"] == "progress"]
+    assert {"preprocess", "tiles", "postprocess", "write"} <= set(stages)
+    assert events[-1]["event"] == "done" and events[-1]["data"]["outputs"]["segmentation"] == str(
+        out
+    )
+
+
+def test_clear_errors(model, volume, tmp_path, capsys):
+    out = tmp_path / "out.seg.nrrd"
+    flat = tmp_path / "flat.nrrd"
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((5, 5), np.float32)), str(flat))
+    nan = tmp_path / "nan.nrrd"
+    sitk.WriteImage(sitk.GetImageFromArray(np.full((4, 4, 4), np.nan, np.float32)), str(nan))
+    cases = [
+        ([str(flat), "-o", str(out), "--model", str(model)], "3D"),
+        ([str(nan), "-o", str(out), "--model", str(model)], "NaN"),
+        ([str(volume), "-o", str(out), "--model", "no-such-model"], "not in the catalogue"),
+        (
+            [str(volume), "-o", str(tmp_path / "out.txt"), "--model", str(model)],
+            "unsupported output",
+        ),
+        ([str(volume), "-o", str(out), "--model", str(model), "--organs", "brain"], "brain"),
+        ([str(tmp_path / "missing.nii.gz"), "-o", str(out), "--model", str(model)], "no such file"),
+    ]
+    for args, message in cases:
+        assert main(["segment", *args, "--device", "cpu", "--progress", "none"]) == 2
+        assert message in capsys.readouterr().err
+    out.write_text("existing")
+    assert (
+        main(["segment", str(volume), "-o", str(out), "--model", str(model), "--progress", "none"])
+        == 2
+    )
+    assert "--overwrite" in capsys.readouterr().err
+
+
+def test_dicom_folder_input(tmp_path):
+    model = make_model_folder(
+        tmp_path / "big-tiles",
+        {"main": {"name": "test_centres", "centres": CENTRES}},
+        ["liver", "spleen"],
+        inference={"tile_size": [4, 256, 256], "overlap": 0.0},
+    )
+    folder = shared_file("dcmqi-ct-3slice")
+    dicom = next(
+        p
+        for p in folder.rglob("*")
+        if p.is_dir() and any(q.suffix.lower() == ".dcm" for q in p.iterdir())
+    )
+    out = tmp_path / "dicom.seg.nrrd"
+    assert (
+        main(
+            [
+                "segment",
+                str(dicom),
+                "-o",
+                str(out),
+                "--model",
+                str(model),
+                "--device",
+                "cpu",
+                "--progress",
+                "none",
+            ]
+        )
+        == 0
+    )
+    labelmap, _ = read_segmentation(out)
+    assert same_grid(labelmap, read_image(dicom), tol=1e-4)
+
+
+def test_default_model_on_the_real_ct_writes_a_seg_nrrd_on_its_grid(tmp_path):
+    """The issue's 'done when': the real CT, the catalogue's default model, slicerio reads it back."""
+    if not CATALOGUE_FILE.exists():
+        pytest.skip("no shipped model yet")
+    ct_path = shared_file("totalsegmentator-testfiles/ct_abdomen_pelvis_3mm/example_ct.nii.gz")
+    out = tmp_path / "out.seg.nrrd"
+    assert (
+        main(["segment", str(ct_path), "-o", str(out), "--device", "cpu", "--progress", "none"])
+        == 0
+    )
+    import slicerio
+
+    from SegDeepLib.inference import Predictor
+
+    seg = slicerio.read_segmentation(str(out))
+    assert [s["name"] for s in seg["segments"]] == Predictor.load().table.names
+    labelmap, _ = read_segmentation(out)
+    assert same_grid(labelmap, read_image(ct_path), tol=1e-4)
+    assert labelmap.GetSize() == (122, 101, 112)
