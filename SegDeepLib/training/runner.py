@@ -175,7 +175,7 @@ class Runner:
         return torch.utils.data.DataLoader(
             torch.utils.data.Subset(dataset, indices), batch_size=local, shuffle=False, num_workers=workers,
             persistent_workers=False, pin_memory=self.device.type == "cuda",
-            multiprocessing_context="spawn" if workers else None)
+            worker_init_fn=_worker_init if workers else None)
 
     def warm_cache(self) -> None:
         """Preprocess every case once (main process first, so workers only read)."""
@@ -306,6 +306,11 @@ class Runner:
         ddp.barrier(self.dist)
         ddp.cleanup(self.dist)
         return Path(folder) if folder else Path(self.c.export.folder or self.c.out / "model")
+
+
+def _worker_init(worker_id: int) -> None:
+    """Workers compute with one thread each (samples are seeded by index, not by worker)."""
+    torch.set_num_threads(1)
 
 
 def _fmt(value: Any) -> str:

@@ -202,3 +202,12 @@ def test_cascade_stage2_exports_a_folder_the_predictor_runs(dataset, tmp_path):
     assert result.labelmap.GetSize() == image.GetSize() and result.labelmap.GetOrigin() == image.GetOrigin()
     cached = list((tmp_path / "s2" / "cache").glob("case*/region.npy"))
     assert cached  # the stage-1 C2 regions were computed and cached with the cases
+
+
+def test_worker_count_does_not_change_the_samples(dataset, tmp_path):
+    steps = {"epochs": 1, "steps_per_epoch": 3}
+    aug = {"enabled": True, "elastic_probability": 1.0, "elastic_grid_spacing": 8, "intensity_probability": 1.0,
+           "noise_std": 0.1}
+    train(tiny_config(dataset, tmp_path / "w0", training=steps, augmentation=aug, data={"num_workers": 0}))
+    train(tiny_config(dataset, tmp_path / "w2", training=steps, augmentation=aug, data={"num_workers": 2}))
+    assert _losses(tmp_path / "w0") == _losses(tmp_path / "w2")
