@@ -121,6 +121,13 @@ class Predictor:
         wanted = self._check_organs(organs)
         settings = inference_settings(self.spec, fast=fast, where=self.name)
         dev = device if isinstance(device, torch.device) else select_device(str(device), progress)
+        if (self.spec.get("training") or {}).get("synthetic_only"):
+            log(
+                progress,
+                f"model {self.spec['id']!r} was trained on synthetic phantoms only: "
+                "its output on patient scans is not meaningful",
+                "warning",
+            )
         run = _Run(self, settings, dev, fast, progress, cancel)
         pre, probs = run.probabilities(image, tta if tta is not None else bool(settings["tta"]))
         if self._use_crf(crf, settings):

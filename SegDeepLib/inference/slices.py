@@ -7,7 +7,8 @@ slice, then by input channel. Slices go through the network ``batch_size`` at a 
 Sequence models (``sequence=True``, e.g. ``"pnet_msa_birnn"``) take the whole slice sequence as one
 batch ``(S, C, H, W)`` (batch = the sequence, top to bottom) and return per-slice logits. A separate
 ``sequence_network`` (e.g. ``"biconvlstm"``) is applied to the stacked per-slice probabilities of the
-2D model, ``(S, K, H, W)`` -> logits ``(S, K, H, W)``.
+2D model, ``(S, K, H, W)`` (or the ``K - 1`` foreground maps when its ``in_channels`` says so,
+as ``"biconvlstm"`` does) -> logits ``(S, K, H, W)``.
 """
 
 from __future__ import annotations
@@ -90,8 +91,11 @@ def predict_slices(
         timer.step(len(indices), f"slice {indices[-1] + 1}/{depth}")
     probs = torch.cat(parts)  # (S, K, Y, X)
     if sequence_network is not None:
+        # "biconvlstm" reads the K - 1 foreground maps by default (its in_channels), others all K
+        wanted = int(getattr(sequence_network, "in_channels", probs.shape[1]))
+        maps = probs[:, 1:] if wanted == probs.shape[1] - 1 else probs
         with torch.inference_mode():
-            logits = sequence_network(probs.to(device)).float()
+            logits = sequence_network(maps.to(device)).float()
         if logits.shape != probs.shape:
             raise SegDeepError(
                 f"sequence network returned {tuple(logits.shape)}; expected {tuple(probs.shape)}"

@@ -61,3 +61,18 @@ def test_bad_2d_output_is_reported():
 
     with pytest.raises(SegDeepError, match="K>=2"):
         predict_slices(torch.rand(1, 3, 4, 4), Wrong())
+
+
+def test_biconvlstm_refines_a_2d_models_sequence():
+    from SegDeepLib.models import build_model
+
+    torch.manual_seed(0)
+    volume = torch.rand(1, 5, 8, 8)
+    rnn = build_model({"name": "biconvlstm", "num_classes": 2}).eval()
+    probs = predict_slices(
+        volume, CentreNet((0.0, 1.0), spatial_dims=2), batch_size=2, sequence_network=rnn
+    )
+    base = predict_slices(volume, CentreNet((0.0, 1.0), spatial_dims=2), batch_size=5)
+    with torch.no_grad():
+        expected = torch.softmax(rnn(base.permute(1, 0, 2, 3)[:, 1:]), 1).permute(1, 0, 2, 3)
+    torch.testing.assert_close(probs, expected, atol=1e-6, rtol=1e-6)
