@@ -34,8 +34,11 @@ from SegDeepLib.inference.settings import fast_preprocessing, inference_settings
 from SegDeepLib.inference.slices import predict_slices
 from SegDeepLib.inference.sliding_window import TileSettings, sliding_window
 from SegDeepLib.io.labels import LabelTable
+from SegDeepLib.io.layout import to_canonical
 from SegDeepLib.io.model_folder import load_weights, read_spec
 from SegDeepLib.preprocessing.pipeline import Preprocessed, preprocess
+from SegDeepLib.preprocessing.regions import crop
+from SegDeepLib.preprocessing.resample import resample_to_reference
 from SegDeepLib.progress import CancelToken, ProgressCallback, ProgressEvent, log
 
 
@@ -131,7 +134,7 @@ class Predictor:
         run = _Run(self, settings, dev, fast, progress, cancel)
         pre, probs = run.probabilities(image, tta if tta is not None else bool(settings["tta"]))
         if self._use_crf(crf, settings):
-            probs = run.crf(pre, probs)
+            probs = run.crf(pre, probs, image)
         labels = run.labels(pre, probs)
         out = _select(labels, self.table, wanted)
         result = Prediction(
@@ -158,13 +161,21 @@ class Predictor:
         return list(organs)
 
     def _use_crf(self, crf: bool | None, settings: dict[str, Any]) -> bool:
-        config = settings["crf"]
+        """``None``: the model's default (``inference.crf.default``); an end-to-end CRF-RNN runs
+        inside the network whatever this says."""
         if crf is None:
+            config = settings["crf"]
             return bool(config and config.get("default", False))
-        if crf and not config:
-            # the model has no post-processing CRF (an end-to-end CRF-RNN runs inside the network)
-            return False
         return bool(crf)
+
+
+def intensities_on_network_grid(image: sitk.Image, pre: Preprocessed) -> np.ndarray:
+    """The image's own voxel values (e.g. HU) on ``pre``'s network grid (crop + linear resampling)."""
+    array, _ = to_canonical(image)
+    cropped = sitk.GetImageFromArray(np.ascontiguousarray(crop(array, pre.box)))
+    cropped.CopyInformation(pre.crop_grid)
+    moved = resample_to_reference(cropped, pre.network_grid, "linear")
+    return sitk.GetArrayFromImage(moved).astype(np.float32)
 
 
 def _select(labels: np.ndarray, table: LabelTable, wanted: list[str]) -> np.ndarray:
@@ -307,23 +318,30 @@ class _Run:
             autocast=bool(self.settings["autocast"]),
         )
 
-    def crf(self, pre: Preprocessed, probs: torch.Tensor) -> torch.Tensor:
+    def crf(self, pre: Preprocessed, probs: torch.Tensor, image: sitk.Image) -> torch.Tensor:
+        """Dense-CRF post-processing on the network grid (``inference.crf``: ``params`` for
+        :func:`SegDeepLib.crf.crf_refine`, ``features`` ``"intensity"`` (the image's own values,
+        e.g. HU, resampled; default) or ``"network"`` (the normalised network input))."""
         try:
             from SegDeepLib.crf import crf_refine
         except ImportError:
             raise SegDeepError(
                 "CRF refinement is not available in this build; run with --no-crf"
             ) from None
-        params = dict((self.settings["crf"] or {}).get("params") or {})
+        config = self.settings["crf"] or {}
+        params = dict(config.get("params") or {})
+        if not config:
+            log(self.progress, "the model has no tuned CRF settings: CRF with default parameters")
         log(self.progress, f"CRF refinement ({params or 'default parameters'})")
-        return self._timed(
-            "crf",
-            lambda: (
-                crf_refine(probs, torch.from_numpy(pre.array), pre.spacing_zyx, **params)
-                .float()
-                .cpu()
-            ),
-        )
+
+        def work() -> torch.Tensor:
+            if config.get("features", "intensity") == "network":
+                features = torch.from_numpy(pre.array)
+            else:
+                features = torch.from_numpy(intensities_on_network_grid(image, pre))[None]
+            return crf_refine(probs, features, pre.spacing_zyx, **params).float().cpu()
+
+        return self._timed("crf", work)
 
     def labels(self, pre: Preprocessed, probs: torch.Tensor) -> np.ndarray:
         expected = len(self.p.table.labels) + 1

@@ -269,3 +269,50 @@ def test_fast_mode_uses_the_fast_overrides(tmp_path):
     assert len(predictor.networks["main"].calls) == 1  # 4 mm grid: 4^3 voxels, one tile, no overlap
     result = predictor.predict(image, device="cpu")
     assert same_grid(result.labelmap, image)
+
+
+def test_intensities_on_network_grid_match_the_preprocessing_pipeline():
+    from SegDeepLib.inference.predictor import intensities_on_network_grid
+    from SegDeepLib.preprocessing import preprocess
+
+    image = _image(shape=(20, 18, 16))
+    spec = {
+        "spacing": [3.0, 1.5, 1.0],
+        "intensity": {"kind": "window", "window": [0.0, 100.0]},
+        "crop": "body",
+        "body_threshold": 0.0,
+        "margin_mm": 2.0,
+    }
+    pre = preprocess(image, spec)
+    raw = preprocess(image, {**spec, "intensity": {"kind": "none"}})
+    np.testing.assert_allclose(intensities_on_network_grid(image, pre), raw.array[0], atol=1e-4)
+
+
+def test_crf_post_processing_equals_crf_refine_on_the_plain_probabilities(tmp_path):
+    from SegDeepLib.crf import crf_refine
+
+    params = {
+        "theta_alpha": 3.0,
+        "theta_beta": 40.0,
+        "theta_gamma": 1.5,
+        "num_iterations": 3,
+        "backend": "exact",
+    }
+    folder = make_model_folder(
+        tmp_path / "crf",
+        {"main": _net(scale=5e-4)},
+        ORGANS,
+        inference={"tile_size": [8, 8, 8], "crf": {"default": True, "params": params}},
+    )
+    image = _image(shape=(6, 7, 8), oblique=False)
+    image.SetSpacing((1.0, 1.0, 1.0))
+    predictor = Predictor.from_folder(folder)
+    plain = predictor.predict(image, device="cpu", crf=False, probabilities=True)
+    refined = predictor.predict(
+        image, device="cpu", probabilities=True
+    )  # the model's default: CRF on
+    assert "crf" in refined.timings and "crf" not in plain.timings
+    features = sitk.GetArrayFromImage(image)[None].astype(np.float32)
+    expected = crf_refine(plain.probabilities, features, (1.0, 1.0, 1.0), **params).numpy()
+    np.testing.assert_allclose(refined.probabilities, expected, atol=1e-4)
+    assert np.abs(expected - plain.probabilities).max() > 1e-3  # the CRF changed something
