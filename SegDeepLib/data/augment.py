@@ -126,7 +126,7 @@ def bspline_weights(n_out: int, n_ctrl: int, spacing: int) -> np.ndarray:
 def elastic_field(ctrl: np.ndarray, patch: Sequence[int], spacing: int) -> np.ndarray:
     """Dense ``(3, *patch)`` displacement from control-point displacements (separable B-spline)."""
     wz, wy, wx = (bspline_weights(p, n, spacing) for p, n in zip(patch, ctrl.shape[1:]))
-    return np.einsum("za,yb,xc,dabc->dzyx", wz, wy, wx, ctrl.astype(np.float64)).astype(np.float32)
+    return np.einsum("za,yb,xc,dabc->dzyx", wz, wy, wx, ctrl.astype(np.float64), optimize=True).astype(np.float32)
 
 
 def _rotation(angles: Sequence[float]) -> np.ndarray:

@@ -105,6 +105,7 @@ class TrainingConfig:
     precision: Literal["fp32", "amp", "bf16"] = "fp32"  # amp: CUDA autocast fp16; bf16: autocast
     compile: bool = False
     device: str = "auto"
+    num_threads: int | None = None  # CPU threads for torch (1 is fastest on an oversubscribed machine)
     deterministic: bool = True
     checkpoint_every_steps: int = 50
     init_from: str | None = None  # model folder or checkpoint (fine-tuning / stage 2)

@@ -69,6 +69,8 @@ class Runner:
         self.c, self.cancel = c, cancel
         self.dist = ddp.init_distributed(c.training.device)
         self.device = ddp.pick_device(c.training.device, self.dist)
+        if c.training.num_threads:
+            torch.set_num_threads(c.training.num_threads)
         seed_everything(c.seed, c.training.deterministic)
         self.setup: DataSetup = prepare_data(c)
         self.model_cfg = model_config(c, self.setup)
