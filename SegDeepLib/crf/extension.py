@@ -77,8 +77,7 @@ def load_extension(kind: str) -> ModuleType | None:
         try:
             module = _compile(kind)
         except Exception as exc:  # noqa: BLE001 - any build failure means "fall back"
-            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-            _ERRORS[kind] = reason[:200]
+            _ERRORS[kind] = _short_reason(exc)
             warnings.warn(
                 f"SegDeep CRF: the {kind} extension could not be built ({_ERRORS[kind]}); "
                 "falling back to the pure-PyTorch lattice",
@@ -87,6 +86,14 @@ def load_extension(kind: str) -> ModuleType | None:
             )
     _LOADED[kind] = module
     return module
+
+
+def _short_reason(exc: Exception) -> str:
+    """One line saying why a build failed (the first compiler error when there is one)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    errors = [line for line in lines if "error:" in line.lower() and "stopped" not in line]
+    reason = errors[0] if errors else (lines[-1] if lines else type(exc).__name__)
+    return reason[:200]
 
 
 def extension_error(kind: str) -> str | None:

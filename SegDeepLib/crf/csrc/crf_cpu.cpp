@@ -14,108 +14,67 @@
 #include <cmath>
 #include <cstdint>
 #include <vector>
-#include <chrono>
-#include <cstdio>
-#include <cstdlib>
-static double now_s() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
-#define PROF(msg) if (std::getenv("SEGDEEP_PROFILE")) { std::fprintf(stderr, "%s %.4f\n", msg, now_s() - t_prof); t_prof = now_s(); }
 
 namespace {
 
 constexpr int64_t kGrain = 2048;
 constexpr int kMaxDim = 16;
 
-// Open-addressing hash table of packed int64 keys -> vertex ids (insertion order).
+// Open-addressing hash table of packed int64 keys -> vertex ids (ids in insertion order).
 class KeyTable {
  public:
-  explicit KeyTable(int64_t expected) {
+  explicit KeyTable(int64_t expected = 0) {
     int64_t cap = 1024;
     while (cap < 2 * expected) cap <<= 1;
-    slots_.assign(cap, -1);
+    slots_.assign(cap, Slot{0, -1});
   }
   int64_t insert(int64_t key) {
     if (2 * (keys_.size() + 1) > slots_.size()) grow();
-    int64_t pos = find_slot(key);
-    if (slots_[pos] < 0) {
-      slots_[pos] = static_cast<int64_t>(keys_.size());
+    Slot& slot = slots_[find_slot(key)];
+    if (slot.id < 0) {
+      slot.key = key;
+      slot.id = static_cast<int64_t>(keys_.size());
       keys_.push_back(key);
     }
-    return slots_[pos];
+    return slot.id;
   }
-  int64_t find(int64_t key) const {
-    int64_t pos = find_slot(key);
-    return slots_[pos];
-  }
+  int64_t find(int64_t key) const { return slots_[find_slot(key)].id; }
   const std::vector<int64_t>& keys() const { return keys_; }
 
  private:
+  struct Slot {
+    int64_t key;
+    int64_t id;
+  };
   static uint64_t mix(uint64_t x) {
-    x ^= x >> 30; x *= 0xbf58476d1ce4e5b9ULL;
-    x ^= x >> 27; x *= 0x94d049bb133111ebULL;
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ULL;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebULL;
     return x ^ (x >> 31);
   }
-  int64_t find_slot(int64_t key) const {
+  size_t find_slot(int64_t key) const {
     const uint64_t mask = slots_.size() - 1;
     uint64_t pos = mix(static_cast<uint64_t>(key)) & mask;
-    while (slots_[pos] >= 0 && keys_[slots_[pos]] != key) pos = (pos + 1) & mask;
-    return static_cast<int64_t>(pos);
+    while (slots_[pos].id >= 0 && slots_[pos].key != key) pos = (pos + 1) & mask;
+    return pos;
   }
   void grow() {
-    std::vector<int64_t> old_keys = keys_;
-    slots_.assign(slots_.size() * 2, -1);
-    for (size_t v = 0; v < old_keys.size(); ++v) slots_[find_slot(old_keys[v])] = v;
+    std::vector<Slot> old;
+    old.swap(slots_);
+    slots_.assign(old.size() * 2, Slot{0, -1});
+    for (const Slot& s : old) {
+      if (s.id >= 0) slots_[find_slot(s.key)] = s;
+    }
   }
-  std::vector<int64_t> slots_;
+  std::vector<Slot> slots_;
   std::vector<int64_t> keys_;
 };
 
-// Elevation, rounding to the nearest remainder-0 point, ranking and barycentric weights of one
-// point. rem0/rank have d+1 entries, bary d+2.
-template <int DC>
-inline void simplex_of_point(const double* f, int dd, const std::vector<double>& scale, double* elevated,
-                      double* rem0, int64_t* rank, double* bary) {
-  const int d = DC > 0 ? DC : dd;
-  double sm = 0.0;
-  for (int i = d; i >= 1; --i) {
-    double cf = f[i - 1] * scale[i - 1];
-    elevated[i] = sm - i * cf;
-    sm += cf;
-  }
-  elevated[0] = sm;
-  double down_factor = 1.0 / (d + 1);
-  int64_t total = 0;
-  for (int i = 0; i <= d; ++i) {
-    double v = elevated[i] * down_factor;
-    double up = std::ceil(v) * (d + 1);
-    double dn = std::floor(v) * (d + 1);
-    rem0[i] = (up - elevated[i] < elevated[i] - dn) ? up : dn;
-    total += static_cast<int64_t>(rem0[i]);
-    rank[i] = 0;
-  }
-  total /= (d + 1);
-  for (int i = 0; i < d; ++i) {
-    for (int j = i + 1; j <= d; ++j) {
-      if (elevated[i] - rem0[i] < elevated[j] - rem0[j]) rank[i]++; else rank[j]++;
-    }
-  }
-  if (total > 0) {
-    for (int i = 0; i <= d; ++i) {
-      if (rank[i] >= d + 1 - total) { rem0[i] -= d + 1; rank[i] += total - (d + 1); }
-      else rank[i] += total;
-    }
-  } else if (total < 0) {
-    for (int i = 0; i <= d; ++i) {
-      if (rank[i] < -total) { rem0[i] += d + 1; rank[i] += (d + 1) + total; }
-      else rank[i] += total;
-    }
-  }
-  for (int i = 0; i <= d + 1; ++i) bary[i] = 0.0;
-  for (int i = 0; i <= d; ++i) {
-    double v = (elevated[i] - rem0[i]) * down_factor;
-    bary[d - rank[i]] += v;
-    bary[d - rank[i] + 1] -= v;
-  }
-  bary[0] += 1.0 + bary[d + 1];
+// Elevation onto the plane sum(x) = 0: el[j] = sum_k E[k, j] * scale[k] * f[k].
+double elevation_coefficient(int k, int j, const std::vector<double>& scale) {
+  if (k == j - 1) return -static_cast<double>(j) * scale[k];
+  return k >= j ? scale[k] : 0.0;
 }
 
 std::vector<double> elevation_scale(int d) {
@@ -125,32 +84,130 @@ std::vector<double> elevation_scale(int d) {
   return scale;
 }
 
-// First pass over the points: simplex, weights and per-thread key bounds. DC = d when known at
-// compile time (lets the compiler unroll the tiny loops), 0 for the generic path.
+// Simplex of one point: rounding to the nearest remainder-0 point, ranking, barycentric weights
+// (Kraehenbuehl's permutohedral.cpp, written for this project). DC = d if known at compile time.
 template <int DC>
-void simplex_pass(const double* f, int64_t n, int dd, const std::vector<double>& scale,
-                  int64_t* rem0_all, int8_t* rank_all, double* w, std::vector<int64_t>& lo,
-                  std::vector<int64_t>& hi) {
+inline void simplex_of_point(const double* f, int dd, const double* scale, int64_t* rem0_out,
+                             int64_t* rank, double* bary) {
   const int d = DC > 0 ? DC : dd;
-  at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
-    const int tid = at::get_thread_num();
-    double el[kMaxDim + 1], r0[kMaxDim + 1], bary[kMaxDim + 2];
-    int64_t rk[kMaxDim + 1], mn[kMaxDim], mx[kMaxDim];
-    for (int k = 0; k < d; ++k) { mn[k] = INT64_MAX; mx[k] = INT64_MIN; }
-    for (int64_t i = b; i < e; ++i) {
-      simplex_of_point<DC>(f + i * d, d, scale, el, r0, rk, bary);
-      for (int k = 0; k < d; ++k) {
-        const int64_t r = static_cast<int64_t>(r0[k]);
-        rem0_all[i * d + k] = r;
-        rank_all[i * d + k] = static_cast<int8_t>(rk[k]);
-        mn[k] = std::min(mn[k], r);
-        mx[k] = std::max(mx[k], r);
-      }
-      for (int r = 0; r <= d; ++r) w[i * (d + 1) + r] = bary[r];
+  double elevated[kMaxDim + 1], rem0[kMaxDim + 1];
+  double sm = 0.0;
+  for (int i = d; i >= 1; --i) {
+    const double cf = f[i - 1] * scale[i - 1];
+    elevated[i] = sm - i * cf;
+    sm += cf;
+  }
+  elevated[0] = sm;
+  const double down_factor = 1.0 / (d + 1);
+  int64_t total = 0;
+  for (int i = 0; i <= d; ++i) {
+    const double v = elevated[i] * down_factor;
+    const double up = std::ceil(v) * (d + 1);
+    const double dn = std::floor(v) * (d + 1);
+    rem0[i] = (up - elevated[i] < elevated[i] - dn) ? up : dn;
+    total += static_cast<int64_t>(rem0[i]);
+    rank[i] = 0;
+  }
+  total /= (d + 1);
+  for (int i = 0; i < d; ++i) {
+    for (int j = i + 1; j <= d; ++j) {
+      const bool lower = elevated[i] - rem0[i] < elevated[j] - rem0[j];
+      rank[i] += lower;
+      rank[j] += !lower;
     }
+  }
+  if (total > 0) {
+    for (int i = 0; i <= d; ++i) {
+      if (rank[i] >= d + 1 - total) {
+        rem0[i] -= d + 1;
+        rank[i] += total - (d + 1);
+      } else {
+        rank[i] += total;
+      }
+    }
+  } else if (total < 0) {
+    for (int i = 0; i <= d; ++i) {
+      if (rank[i] < -total) {
+        rem0[i] += d + 1;
+        rank[i] += (d + 1) + total;
+      } else {
+        rank[i] += total;
+      }
+    }
+  }
+  for (int i = 0; i <= d + 1; ++i) bary[i] = 0.0;
+  for (int i = 0; i <= d; ++i) {
+    const double v = (elevated[i] - rem0[i]) * down_factor;
+    bary[d - rank[i]] += v;
+    bary[d - rank[i] + 1] -= v;
+  }
+  bary[0] += 1.0 + bary[d + 1];
+  for (int i = 0; i <= d; ++i) rem0_out[i] = static_cast<int64_t>(rem0[i]);
+}
+
+// Key packing: origin and stride per key coordinate, from bounds of the elevated coordinates
+// derived from the feature ranges (interval arithmetic), with room for the neighbour offsets.
+struct Packing {
+  std::vector<int64_t> origin, stride;
+};
+
+Packing make_packing(const double* f, int64_t n, int d, const std::vector<double>& scale) {
+  std::vector<double> fmin(d, INFINITY), fmax(d, -INFINITY);
+  for (int64_t i = 0; i < n; ++i) {
     for (int k = 0; k < d; ++k) {
-      lo[tid * d + k] = std::min(lo[tid * d + k], mn[k]);
-      hi[tid * d + k] = std::max(hi[tid * d + k], mx[k]);
+      fmin[k] = std::min(fmin[k], f[i * d + k]);
+      fmax[k] = std::max(fmax[k], f[i * d + k]);
+    }
+  }
+  Packing pk{std::vector<int64_t>(d), std::vector<int64_t>(d)};
+  double total = 1.0;
+  int64_t acc = 1;
+  const double pad = 4.0 * (d + 1);
+  for (int j = 0; j < d; ++j) {
+    double lo = 0.0, hi = 0.0;
+    for (int k = 0; k < d; ++k) {
+      const double c = elevation_coefficient(k, j, scale);
+      lo += std::min(c * fmin[k], c * fmax[k]);
+      hi += std::max(c * fmin[k], c * fmax[k]);
+    }
+    const int64_t origin = static_cast<int64_t>(std::floor(lo - pad));
+    const int64_t extent = static_cast<int64_t>(std::ceil(hi + pad)) - origin + 1;
+    pk.origin[j] = origin;
+    pk.stride[j] = acc;
+    total *= static_cast<double>(extent);
+    TORCH_CHECK(total < 4.0e18, "CRF lattice: feature range too large for packed lattice keys");
+    acc *= extent;
+  }
+  return pk;
+}
+
+// One pass per thread chunk: simplex, weights, packed keys deduplicated in a thread-local table
+// (index holds local ids afterwards).
+template <int DC>
+void local_pass(const double* f, int64_t n, int dd, const std::vector<double>& scale,
+                const Packing& pk, int64_t* idx, double* w, std::vector<KeyTable>& local,
+                int64_t chunk) {
+  const int d = DC > 0 ? DC : dd;
+  const int nchunks = static_cast<int>(local.size());
+  at::parallel_for(0, nchunks, 1, [&](int64_t tb, int64_t te) {
+    int64_t rem0[kMaxDim + 1], rank[kMaxDim + 1];
+    double bary[kMaxDim + 2];
+    for (int64_t t = tb; t < te; ++t) {
+      const int64_t b = t * chunk, e = std::min(n, b + chunk);
+      KeyTable tab(std::max<int64_t>(0, e - b) / 4 + 16);
+      for (int64_t i = b; i < e; ++i) {
+        simplex_of_point<DC>(f + i * d, d, scale.data(), rem0, rank, bary);
+        for (int r = 0; r <= d; ++r) {
+          int64_t packed = 0;
+          for (int k = 0; k < d; ++k) {
+            const int64_t key = rem0[k] + r - ((rank[k] > d - r) ? (d + 1) : 0);
+            packed += (key - pk.origin[k]) * pk.stride[k];
+          }
+          idx[i * (d + 1) + r] = tab.insert(packed);
+          w[i * (d + 1) + r] = bary[r];
+        }
+      }
+      local[t] = std::move(tab);
     }
   });
 }
@@ -165,104 +222,59 @@ std::vector<torch::Tensor> build_lattice(torch::Tensor features) {
   const int d = static_cast<int>(features.size(1));
   TORCH_CHECK(d >= 1 && d <= kMaxDim, "CRF lattice: 1 to 16 features supported");
   const double* f = features.data_ptr<double>();
-  double t_prof = now_s();
+  const std::vector<double> scale = elevation_scale(d);
+  const Packing pk = make_packing(f, n, d, scale);
   auto opts_l = torch::TensorOptions().dtype(torch::kInt64);
   torch::Tensor index = torch::empty({n, d + 1}, opts_l);
   torch::Tensor weight = torch::empty({n, d + 1}, torch::TensorOptions().dtype(torch::kFloat64));
-  torch::Tensor rem0_t = torch::empty({n, d}, opts_l);
-  torch::Tensor rank_t = torch::empty({n, d}, torch::TensorOptions().dtype(torch::kInt8));
-  int64_t* rem0_all = rem0_t.data_ptr<int64_t>();
-  int8_t* rank_all = rank_t.data_ptr<int8_t>();
-  double* w = weight.data_ptr<double>();
-  const std::vector<double> scale = elevation_scale(d);
-  int nthreads = at::get_num_threads();
-  std::vector<int64_t> lo(static_cast<size_t>(nthreads) * d, INT64_MAX);
-  std::vector<int64_t> hi(static_cast<size_t>(nthreads) * d, INT64_MIN);
-  switch (d) {
-    case 2: simplex_pass<2>(f, n, d, scale, rem0_all, rank_all, w, lo, hi); break;
-    case 3: simplex_pass<3>(f, n, d, scale, rem0_all, rank_all, w, lo, hi); break;
-    case 4: simplex_pass<4>(f, n, d, scale, rem0_all, rank_all, w, lo, hi); break;
-    case 5: simplex_pass<5>(f, n, d, scale, rem0_all, rank_all, w, lo, hi); break;
-    default: simplex_pass<0>(f, n, d, scale, rem0_all, rank_all, w, lo, hi); break;
-  }
-  PROF("simplex");
-  // Packing of key coordinates (rem0 +- (d+1), plus d+2 padding for neighbour keys).
-  std::vector<int64_t> origin(d), stride(d);
-  double total = 1.0;
-  int64_t acc = 1;
-  for (int k = 0; k < d; ++k) {
-    int64_t mn = INT64_MAX, mx = INT64_MIN;
-    for (int t = 0; t < nthreads; ++t) {
-      mn = std::min(mn, lo[t * d + k]);
-      mx = std::max(mx, hi[t * d + k]);
-    }
-    origin[k] = mn - 2 * (d + 2);
-    int64_t extent = mx - origin[k] + 2 * (d + 2) + 1;
-    stride[k] = acc;
-    total *= static_cast<double>(extent);
-    TORCH_CHECK(total < 4.0e18, "CRF lattice: feature range too large for the lattice keys");
-    acc *= extent;
-  }
-  // Each thread dedupes the keys of its own chunk (local ids), then the local tables are merged in
-  // thread order (deterministic for a given thread count) and the ids remapped in parallel.
   int64_t* idx = index.data_ptr<int64_t>();
-  const int64_t chunk = (n + nthreads - 1) / nthreads;
-  std::vector<KeyTable> local(nthreads, KeyTable(0));
-  at::parallel_for(0, nthreads, 1, [&](int64_t tb, int64_t te) {
-    for (int64_t t = tb; t < te; ++t) {
-      const int64_t b = t * chunk, e = std::min(n, b + chunk);
-      KeyTable tab(std::max<int64_t>(0, e - b) / 4 + 16);
-      for (int64_t i = b; i < e; ++i) {
-        for (int r = 0; r <= d; ++r) {
-          int64_t packed = 0;
-          for (int k = 0; k < d; ++k) {
-            int64_t key = rem0_all[i * d + k] + r - ((rank_all[i * d + k] > d - r) ? (d + 1) : 0);
-            packed += (key - origin[k]) * stride[k];
-          }
-          idx[i * (d + 1) + r] = tab.insert(packed);
-        }
-      }
-      local[t] = std::move(tab);
-    }
-  });
-  PROF("local");
+  double* w = weight.data_ptr<double>();
+  // Chunks dedupe their own keys; local tables are merged in chunk order (deterministic for a
+  // given thread count) and the ids remapped in parallel.
+  const int nchunks = std::max(1, at::get_num_threads());
+  const int64_t chunk = (n + nchunks - 1) / nchunks;
+  std::vector<KeyTable> local(nchunks);
+  switch (d) {
+    case 2: local_pass<2>(f, n, d, scale, pk, idx, w, local, chunk); break;
+    case 3: local_pass<3>(f, n, d, scale, pk, idx, w, local, chunk); break;
+    case 4: local_pass<4>(f, n, d, scale, pk, idx, w, local, chunk); break;
+    case 5: local_pass<5>(f, n, d, scale, pk, idx, w, local, chunk); break;
+    default: local_pass<0>(f, n, d, scale, pk, idx, w, local, chunk); break;
+  }
   KeyTable table(n / 4 + 16);
-  std::vector<std::vector<int64_t>> remap(nthreads);
-  for (int t = 0; t < nthreads; ++t) {
+  std::vector<std::vector<int64_t>> remap(nchunks);
+  for (int t = 0; t < nchunks; ++t) {
     const std::vector<int64_t>& lk = local[t].keys();
     remap[t].resize(lk.size());
     for (size_t v = 0; v < lk.size(); ++v) remap[t][v] = table.insert(lk[v]);
-    local[t] = KeyTable(0);
+    local[t] = KeyTable();
   }
-  PROF("merge");
   at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
-      const std::vector<int64_t>& rm = remap[std::min<int64_t>(i / chunk, nthreads - 1)];
+      const std::vector<int64_t>& rm = remap[i / chunk];
       for (int r = 0; r <= d; ++r) idx[i * (d + 1) + r] = rm[idx[i * (d + 1) + r]];
     }
   });
   const std::vector<int64_t>& keys = table.keys();
   const int64_t m = static_cast<int64_t>(keys.size());
-  PROF("remap");
   torch::Tensor neighbors = torch::empty({d + 1, 2, m}, opts_l);
   int64_t* nb = neighbors.data_ptr<int64_t>();
   std::vector<int64_t> shift(d + 1, 0);
   for (int j = 0; j <= d; ++j) {
-    for (int k = 0; k < d; ++k) shift[j] += (k == j ? d : -1) * stride[k];
+    for (int k = 0; k < d; ++k) shift[j] += (k == j ? d : -1) * pk.stride[k];
   }
   at::parallel_for(0, m, kGrain, [&](int64_t b, int64_t e) {
     for (int j = 0; j <= d; ++j) {
       for (int side = 0; side < 2; ++side) {
-        int64_t sgn = side == 0 ? 1 : -1;
+        const int64_t sgn = side == 0 ? 1 : -1;
         int64_t* out = nb + (static_cast<int64_t>(j) * 2 + side) * m;
         for (int64_t v = b; v < e; ++v) {
-          int64_t found = table.find(keys[v] + sgn * shift[j]);
+          const int64_t found = table.find(keys[v] + sgn * shift[j]);
           out[v] = found < 0 ? m : found;
         }
       }
     }
   });
-  PROF("neighbors");
   return {index, weight, neighbors};
 }
 

@@ -63,7 +63,7 @@ def test_header_is_plain_c(tmp_path):
 
 def test_failed_build_falls_back_with_one_warning(monkeypatch):
     def broken(kind):
-        raise RuntimeError("compiler exploded\nerror: no compiler found")
+        raise RuntimeError("compiler exploded\nerror: no compiler found\nninja: build stopped")
 
     monkeypatch.setattr(extension, "_LOADED", {})
     monkeypatch.setattr(extension, "_ERRORS", {})
