@@ -89,6 +89,8 @@ class VNet(nn.Module):
         batch_norm: BatchNorm after every convolution (bladder paper).
         kernel_size: convolution size (paper 5).
         max_convs: most convolutions in a stage (paper 3).
+        init_std: if given, convolution weights ~ N(0, init_std) and zero biases (the bladder
+            paper uses 0.01); otherwise PyTorch's default initialisation.
     """
 
     spatial_dims = 3
@@ -102,9 +104,12 @@ class VNet(nn.Module):
         batch_norm: bool = False,
         kernel_size: int = 5,
         max_convs: int = 3,
+        init_std: float | None = None,
     ) -> None:
         super().__init__()
         _check_config(in_channels, num_classes, width, depth, kernel_size, max_convs)
+        if init_std is not None and init_std <= 0:
+            raise SegDeepError(f"vnet: init_std must be > 0, not {init_std}")
         self.in_channels, self.num_classes, self.depth = in_channels, num_classes, depth
         bn, k = bool(batch_norm), kernel_size
         ch = [width * 2**level for level in range(depth + 1)]
@@ -120,6 +125,8 @@ class VNet(nn.Module):
         self.ups = nn.ModuleList(_resample("up", c, ch[i], bn) for c, i in zip(up_in, levels))
         self.up_stages = nn.ModuleList(ResidualStage(2 * ch[i], convs[i], k, bn) for i in levels)
         self.head = blocks.conv(3, 2 * width, num_classes, 1)
+        if init_std is not None:
+            _normal_init(self, float(init_std))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         blocks.check_input(x, self.in_channels, 3, "vnet")
@@ -149,6 +156,15 @@ class VNet(nn.Module):
                 f"vnet: input size {size} is not a multiple of {2**self.depth} on every side; "
                 f"pad or crop to {self.valid_input_size(size)} (see valid_input_size)"
             )
+
+
+def _normal_init(model: nn.Module, std: float) -> None:
+    """Convolution weights ~ N(0, std), biases 0 (Xu et al. 2018)."""
+    for module in model.modules():
+        if isinstance(module, (nn.Conv3d, nn.ConvTranspose3d)):
+            nn.init.normal_(module.weight, 0.0, std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
 
 
 def _check_config(in_channels, num_classes, width, depth, kernel_size, max_convs) -> None:

@@ -224,7 +224,7 @@ def test_all_voxels_ignored_gives_zero_with_graph(name):
     target = torch.full((1, 4, 4), IGNORE_INDEX)
     value = build_loss(name)(logits, target)
     value.backward()
-    assert float(value) == 0.0 and float(logits.grad.abs().sum()) == 0.0
+    assert value.item() == 0.0 and float(logits.grad.abs().sum()) == 0.0
 
 
 @pytest.mark.parametrize("name", SEGMENTATION_LOSSES)

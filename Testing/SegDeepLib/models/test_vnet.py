@@ -94,6 +94,21 @@ def test_input_stage_is_residual():
     assert torch.equal(out, torch.cat([x, x, x], dim=1)[:, :5])
 
 
+def test_normal_initialisation_of_the_bladder_paper():
+    torch.manual_seed(0)
+    model = VNet(width=8, depth=2, init_std=0.01)
+    big = model.down_stages[-1].convs[0].weight.detach()  # 32 x 32 x 5 x 5 x 5 samples
+    assert float(big.std()) == pytest.approx(0.01, rel=0.02)
+    assert abs(float(big.mean())) < 1e-3
+    assert all(
+        float(m.bias.abs().sum()) == 0
+        for m in model.modules()
+        if hasattr(m, "bias") and isinstance(m, (nn.Conv3d, nn.ConvTranspose3d))
+    )
+    with pytest.raises(SegDeepError, match="init_std"):
+        VNet(init_std=0.0)
+
+
 def test_every_parameter_gets_a_gradient():
     model = VNet(in_channels=2, num_classes=3, width=2, depth=2, batch_norm=True)
     model(torch.randn(2, 2, 8, 8, 8)).logsumexp(1).sum().backward()
