@@ -48,3 +48,19 @@ def test_plan_fits_the_budget(memory_gb):
     assert all(p % 16 == 0 for p in plan["patch_size"]) and 2 <= plan["batch_size"] <= 16
     bigger = propose_plan(fp, memory_gb=memory_gb * 4)
     assert np.prod(bigger["patch_size"]) * bigger["batch_size"] >= np.prod(plan["patch_size"]) * plan["batch_size"]
+
+
+def test_cli_fingerprint(tmp_path, capsys):
+    import json
+
+    import yaml
+
+    from SegDeepLib.cli.main import main
+
+    root = make_msd_dataset(tmp_path / "ds", cases=2, shape=(12, 20, 24))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"data": {"root": str(root)}, "model": {"name": "vnet"}}))
+    assert main(["train", str(cfg), "--fingerprint", "--memory-gb", "1"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["fingerprint"]["num_cases"] == 2 and out["plan"]["spacing"] == [6.0, 9.0, 9.0]
+    assert out["plan"]["intensity"]["kind"] == "ct_nnunet"
