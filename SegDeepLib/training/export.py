@@ -85,7 +85,7 @@ def build_spec(c: TrainConfig, setup: DataSetup, model_cfg: dict[str, Any], stat
             "global_step": int(position.get("global_step", 0)),
             "config": c.to_dict(),
         },
-        "metrics": {"best_validation_mean_dice": position.get("best_dice"),
+        "metrics": {"best_validation_mean_dice": position.get("best_dice"), "best_epoch": position.get("best_epoch"),
                     "history": position.get("history", [])},
     }
 

@@ -301,7 +301,11 @@ class Runner:
         folder = None
         if self.dist.is_main:
             best = self.ckpt_dir / "best.pt"
-            state = load_checkpoint(best) if best.exists() else self.state_dict()
+            state = self.state_dict()
+            if best.exists():  # weights of the best validation; history of the whole run
+                best_state = load_checkpoint(best)
+                state["model"] = best_state["model"]
+                state["position"]["best_epoch"] = int(best_state["position"]["epoch"])
             folder = export_run(self.c, self.setup, self.model_cfg, state)
             self.logger.info(f"model folder: {folder}")
         self.logger.close()

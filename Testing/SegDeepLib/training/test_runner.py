@@ -211,3 +211,15 @@ def test_worker_count_does_not_change_the_samples(dataset, tmp_path):
     train(tiny_config(dataset, tmp_path / "w0", training=steps, augmentation=aug, data={"num_workers": 0}))
     train(tiny_config(dataset, tmp_path / "w2", training=steps, augmentation=aug, data={"num_workers": 2}))
     assert _losses(tmp_path / "w0") == _losses(tmp_path / "w2")
+
+
+def test_bf16_autocast_clipping_cosine_and_early_stopping(dataset, tmp_path):
+    config = tiny_config(dataset, tmp_path / "bf16", schedule={"name": "cosine"},
+                         training={"epochs": 6, "steps_per_epoch": 1, "precision": "bf16", "grad_clip": 0.5,
+                                   "early_stopping_patience": 1}, optimizer={"lr": 1e-6})
+    folder = train(config)
+    history = read_spec(folder)["metrics"]["history"]
+    assert 2 <= len(history) < 6  # stopped early: the lr is too small for the Dice to improve twice
+    records = [json.loads(line) for line in (tmp_path / "bf16" / "metrics.jsonl").read_text().splitlines()]
+    lrs = [r["lr"] for r in records if r["kind"] == "step"]
+    assert lrs == sorted(lrs, reverse=True) and lrs[-1] < 1e-6
