@@ -102,7 +102,7 @@ class CRFRNN(nn.Module):
         out = u
         q = torch.softmax(u, 0)
         for _ in range(self.num_iterations):
-            msg = w1 * filters.messages(appearance, q) + w2 * filters.messages(smooth, q)
+            msg = filters.weighted_messages(((appearance, w1), (smooth, w2)), q)
             out = u - mu @ msg
             q = torch.softmax(out, 0)
         return out.reshape(shape)

@@ -133,12 +133,19 @@ def apply_filter(filt: MessageFilter, values: torch.Tensor) -> torch.Tensor:
     return _FilterFunction.apply(values, filt)
 
 
-def messages(filt: MessageFilter, q: torch.Tensor) -> torch.Tensor:
-    """Normalised messages (L, N) of probabilities ``q`` (L, N).
+def weighted_messages(
+    terms: Sequence[tuple[MessageFilter, torch.Tensor]], q: torch.Tensor
+) -> torch.Tensor:
+    """``sum_k w_k M_k(q)`` (L, N) for (filter, weight) ``terms`` and probabilities ``q`` (L, N).
 
     Row-normalised messages of a distribution sum to one, so only L-1 channels are filtered and the
-    last is ``1 - sum``; on the probability simplex (where softmax outputs live) this is the same
-    function, and its gradient along the simplex is the same too.
+    last is ``sum_k w_k - sum``; on the probability simplex (where softmax outputs live) this is
+    the same function, and so is its gradient along the simplex.
     """
-    part = apply_filter(filt, q[:-1])
-    return torch.cat([part, 1.0 - part.sum(0, keepdim=True)], 0)
+    part = None
+    total = 0.0
+    for filt, weight in terms:
+        term = weight * apply_filter(filt, q[:-1])
+        part = term if part is None else part + term
+        total = total + weight
+    return torch.cat([part, total - part.sum(0, keepdim=True)], 0)

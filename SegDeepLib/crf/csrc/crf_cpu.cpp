@@ -194,7 +194,11 @@ void local_pass(const double* f, int64_t n, int dd, const std::vector<double>& s
     double bary[kMaxDim + 2];
     for (int64_t t = tb; t < te; ++t) {
       const int64_t b = t * chunk, e = std::min(n, b + chunk);
-      KeyTable tab(std::max<int64_t>(0, e - b) / 4 + 16);
+      KeyTable tab(std::max<int64_t>(0, e - b) / 32 + 16);
+      // Neighbouring points (consecutive voxels) share most simplex vertices: check the previous
+      // point's keys before the hash table.
+      int64_t prev_key[kMaxDim + 1], prev_id[kMaxDim + 1], cur_key[kMaxDim + 1];
+      for (int r = 0; r <= d; ++r) prev_key[r] = -1;
       for (int64_t i = b; i < e; ++i) {
         simplex_of_point<DC>(f + i * d, d, scale.data(), rem0, rank, bary);
         for (int r = 0; r <= d; ++r) {
@@ -203,8 +207,18 @@ void local_pass(const double* f, int64_t n, int dd, const std::vector<double>& s
             const int64_t key = rem0[k] + r - ((rank[k] > d - r) ? (d + 1) : 0);
             packed += (key - pk.origin[k]) * pk.stride[k];
           }
-          idx[i * (d + 1) + r] = tab.insert(packed);
+          int64_t id = -1;
+          for (int q = 0; q <= d; ++q) {
+            if (prev_key[q] == packed) id = prev_id[q];
+          }
+          if (id < 0) id = tab.insert(packed);
+          cur_key[r] = packed;
+          idx[i * (d + 1) + r] = id;
           w[i * (d + 1) + r] = bary[r];
+        }
+        for (int r = 0; r <= d; ++r) {
+          prev_key[r] = cur_key[r];
+          prev_id[r] = idx[i * (d + 1) + r];
         }
       }
       local[t] = std::move(tab);
