@@ -37,7 +37,9 @@ def _bc():
     try:
         import bench_common
     except ImportError as exc:
-        raise SystemExit(f"needs the survey's bench_common.py in {SURVEY} (CRF_SURVEY_DIR)") from exc
+        raise SystemExit(
+            f"needs the survey's bench_common.py in {SURVEY} (CRF_SURVEY_DIR)"
+        ) from exc
     return bench_common
 
 
@@ -47,8 +49,16 @@ def _segdeep(impl, u8, p, gt, cfg, tb):
     from SegDeepLib.crf import CRFRNN
 
     backend = "torch" if impl == "segdeep_torch" else "auto"
-    crf = CRFRNN(2, cfg["theta_alpha"], tb, cfg["theta_gamma"], cfg["w1"], cfg["w2"],
-                 cfg["iters"], backend=backend)
+    crf = CRFRNN(
+        2,
+        cfg["theta_alpha"],
+        tb,
+        cfg["theta_gamma"],
+        cfg["w1"],
+        cfg["w2"],
+        cfg["iters"],
+        backend=backend,
+    )
     logits = torch.log(torch.from_numpy(np.stack([1 - p, p], 0)))[None]
     img = torch.from_numpy(u8.astype(np.float32))[None, None]
     target = torch.from_numpy(gt.astype(np.int64))[None]
@@ -74,11 +84,19 @@ def _simplecrf(u8, p, cfg, tb):
     perm = (1, 0, 2)
     img = np.ascontiguousarray(u8.transpose(perm)[..., None])
     probs = np.ascontiguousarray(np.stack([1 - p, p], -1).astype(np.float32).transpose(perm + (3,)))
-    prm = {"MaxIterations": float(cfg["iters"]), "PosRStd": cfg["theta_gamma"],
-           "PosCStd": cfg["theta_gamma"], "PosZStd": cfg["theta_gamma"], "PosW": cfg["w2"],
-           "BilateralRStd": cfg["theta_alpha"], "BilateralCStd": cfg["theta_alpha"],
-           "BilateralZStd": cfg["theta_alpha"], "ModalityNum": 1.0, "BilateralW": cfg["w1"],
-           "BilateralModsStds": (float(tb),)}
+    prm = {
+        "MaxIterations": float(cfg["iters"]),
+        "PosRStd": cfg["theta_gamma"],
+        "PosCStd": cfg["theta_gamma"],
+        "PosZStd": cfg["theta_gamma"],
+        "PosW": cfg["w2"],
+        "BilateralRStd": cfg["theta_alpha"],
+        "BilateralCStd": cfg["theta_alpha"],
+        "BilateralZStd": cfg["theta_alpha"],
+        "ModalityNum": 1.0,
+        "BilateralW": cfg["w1"],
+        "BilateralModsStds": (float(tb),),
+    }
     out = {}
 
     def fn():
@@ -107,10 +125,12 @@ def _pydensecrf(u8, p, cfg, bc):
     def fn():
         d = dcrf.DenseCRF(u8.size, 2)
         d.setUnaryEnergy(unary)
-        d.addPairwiseEnergy(fb, compat=cfg["w1"], kernel=dcrf.DIAG_KERNEL,
-                            normalization=dcrf.NORMALIZE_AFTER)
-        d.addPairwiseEnergy(fs, compat=cfg["w2"], kernel=dcrf.DIAG_KERNEL,
-                            normalization=dcrf.NORMALIZE_AFTER)
+        d.addPairwiseEnergy(
+            fb, compat=cfg["w1"], kernel=dcrf.DIAG_KERNEL, normalization=dcrf.NORMALIZE_AFTER
+        )
+        d.addPairwiseEnergy(
+            fs, compat=cfg["w2"], kernel=dcrf.DIAG_KERNEL, normalization=dcrf.NORMALIZE_AFTER
+        )
         out["q"] = np.array(d.inference(cfg["iters"]))
 
     return fn, lambda: out["q"].reshape(2, *u8.shape).argmax(0) == 1, lambda: "pydensecrf"
@@ -140,12 +160,21 @@ def run_one(impl: str, size: str, repeats: int) -> dict:
         fn()
         times.append(time.perf_counter() - t0)
         rss.append(round(bc.rss_mb() - base, 1))
-    return {"impl": impl, "backend": backend(), "size": size, "shape": list(gt.shape),
-            "threads": torch.get_num_threads(), "median_s": round(statistics.median(times), 4),
-            "min_s": round(min(times), 4), "times_s": [round(t, 4) for t in times],
-            "delta_peak_rss_mb": round(bc.peak_rss_mb() - base, 1), "rss_after_each_mb": rss,
-            "dice_unary": round(bc.dice(p > 0.5, gt), 4), "dice_crf": round(bc.dice(post(), gt), 4),
-            "load": round(bc.loadavg(), 2)}
+    return {
+        "impl": impl,
+        "backend": backend(),
+        "size": size,
+        "shape": list(gt.shape),
+        "threads": torch.get_num_threads(),
+        "median_s": round(statistics.median(times), 4),
+        "min_s": round(min(times), 4),
+        "times_s": [round(t, 4) for t in times],
+        "delta_peak_rss_mb": round(bc.peak_rss_mb() - base, 1),
+        "rss_after_each_mb": rss,
+        "dice_unary": round(bc.dice(p > 0.5, gt), 4),
+        "dice_crf": round(bc.dice(post(), gt), 4),
+        "load": round(bc.loadavg(), 2),
+    }
 
 
 def run_all(sizes: list[str], out: str | None, repeats: int) -> None:
@@ -157,8 +186,11 @@ def run_all(sizes: list[str], out: str | None, repeats: int) -> None:
             cmd = [sys.executable, __file__, impl, size, "--repeats", str(repeats)]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-            res = json.loads(lines[-1][7:]) if lines else {
-                "impl": impl, "size": size, "error": (proc.stderr or proc.stdout)[-300:]}
+            res = (
+                json.loads(lines[-1][7:])
+                if lines
+                else {"impl": impl, "size": size, "error": (proc.stderr or proc.stdout)[-300:]}
+            )
             results.append(res)
             print("RESULT " + json.dumps(res), flush=True)
     results.append({"impl": "calibration_end", **bc.calibrate(), "load": round(bc.loadavg(), 2)})
@@ -172,9 +204,16 @@ def run_all(sizes: list[str], out: str | None, repeats: int) -> None:
 
 def summary(results: list[dict]) -> str:
     """Markdown table with speed-ups against SimpleCRF of the same size."""
-    rows = ["| impl | size | backend | median s | extra RSS MB (peak; after each call) | Dice "
-            "unary -> CRF | speed-up vs SimpleCRF |", "|---|---|---|---|---|---|---|"]
-    ref = {r["size"]: r["median_s"] for r in results if r.get("impl") == "simplecrf" and "median_s" in r}
+    rows = [
+        "| impl | size | backend | median s | extra RSS MB (peak; after each call) | Dice "
+        "unary -> CRF | speed-up vs SimpleCRF |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    ref = {
+        r["size"]: r["median_s"]
+        for r in results
+        if r.get("impl") == "simplecrf" and "median_s" in r
+    }
     for r in results:
         if "size" not in r:
             continue
@@ -183,9 +222,11 @@ def summary(results: list[dict]) -> str:
             continue
         sp = ref.get(r["size"])
         speed = f"{sp / r['median_s']:.2f}x" if sp else "n/a"
-        rows.append(f"| {r['impl']} | {r['size']} | {r['backend']} | {r['median_s']:.3f} | "
-                    f"{r['delta_peak_rss_mb']}; {r['rss_after_each_mb']} | {r['dice_unary']} -> "
-                    f"{r['dice_crf']} | {speed} |")
+        rows.append(
+            f"| {r['impl']} | {r['size']} | {r['backend']} | {r['median_s']:.3f} | "
+            f"{r['delta_peak_rss_mb']}; {r['rss_after_each_mb']} | {r['dice_unary']} -> "
+            f"{r['dice_crf']} | {speed} |"
+        )
     return "\n".join(rows)
 
 
