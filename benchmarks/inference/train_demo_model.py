@@ -32,7 +32,8 @@ from SegDeepLib.models import build_model
 from SegDeepLib.preprocessing import make_phantom, preprocess, preprocess_label
 
 MODEL_ID = "demo-phantom-unet"
-PATCH = 32
+PATCH = (32, 48, 48)  # z, y, x: wide enough in-plane to tell left from right
+BATCH = 2
 NETWORK = {
     "name": "unet3d",
     "in_channels": 1,
@@ -43,14 +44,14 @@ NETWORK = {
     "batch_norm": True,
 }
 PREPROCESSING = {
-    "spacing": [4.0, 4.0, 4.0],
+    "spacing": [5.0, 5.0, 5.0],
     "intensity": {"kind": "window", "window": [-200.0, 300.0]},
     "crop": "body",
     "margin_mm": 8.0,
 }
 INFERENCE = {
     "mode": "3d",
-    "tile_size": [PATCH, PATCH, PATCH],
+    "tile_size": list(PATCH),
     "overlap": 0.5,
     "weighting": "gaussian",
     "batch_size": 4,
@@ -82,7 +83,7 @@ def training_arrays(seeds) -> list[tuple[np.ndarray, np.ndarray]]:
 
 def sample_patch(case, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     image, labels = case
-    pad = [(0, max(0, PATCH - s)) for s in labels.shape]
+    pad = [(0, max(0, p - s)) for p, s in zip(PATCH, labels.shape)]
     image = np.pad(image, [(0, 0)] + pad)
     labels = np.pad(labels, pad)
     if rng.random() < 0.67:  # centred on a random organ voxel (rare organs as often as big ones)
@@ -91,8 +92,8 @@ def sample_patch(case, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray
         centre = points[rng.integers(len(points))]
     else:
         centre = [rng.integers(s) for s in labels.shape]
-    start = [int(np.clip(c - PATCH // 2, 0, s - PATCH)) for c, s in zip(centre, labels.shape)]
-    box = tuple(slice(a, a + PATCH) for a in start)
+    start = [int(np.clip(c - p // 2, 0, s - p)) for c, p, s in zip(centre, PATCH, labels.shape)]
+    box = tuple(slice(a, a + p) for a, p in zip(start, PATCH))
     return image[(slice(None), *box)], labels[box]
 
 
@@ -116,7 +117,7 @@ def train(iterations: int, seed: int = 0) -> tuple[torch.nn.Module, dict]:
     start = time.perf_counter()
     net.train()
     for step in range(iterations):
-        batch = [sample_patch(cases[rng.integers(len(cases))], rng) for _ in range(4)]
+        batch = [sample_patch(cases[rng.integers(len(cases))], rng) for _ in range(BATCH)]
         x = torch.from_numpy(np.stack([b[0] for b in batch])).to(
             memory_format=torch.channels_last_3d
         )
@@ -133,8 +134,8 @@ def train(iterations: int, seed: int = 0) -> tuple[torch.nn.Module, dict]:
             )
     info = {
         "iterations": iterations,
-        "batch": 4,
-        "patch": PATCH,
+        "batch": BATCH,
+        "patch": list(PATCH),
         "seconds": round(time.perf_counter() - start, 1),
     }
     return net.to(memory_format=torch.contiguous_format).eval(), info
@@ -213,7 +214,7 @@ def card(net: torch.nn.Module, info: dict) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--iterations", type=int, default=400)
+    parser.add_argument("--iterations", type=int, default=600)
     parser.add_argument("--out", type=Path, default=MODELS_DIR)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
