@@ -127,7 +127,7 @@ class Predictor:
         if (self.spec.get("training") or {}).get("synthetic_only"):
             log(
                 progress,
-                f"model {self.spec['id']!r} was trained on synthetic phantoms only: "
+                f"model {self.spec.get('id', self.name)!r} was trained on synthetic phantoms only: "
                 "its output on patient scans is not meaningful",
                 "warning",
             )
@@ -155,7 +155,7 @@ class Predictor:
         unknown = [o for o in organs if o not in self.table.names]
         if unknown:
             raise SegDeepError(
-                f"organ(s) {', '.join(unknown)}: not segmented by model {self.spec['id']!r}; "
+                f"organ(s) {', '.join(unknown)}: not segmented by model {self.spec.get('id', self.name)!r}; "
                 f"it knows: {', '.join(self.table.names)}"
             )
         return list(organs)

@@ -316,3 +316,20 @@ def test_crf_post_processing_equals_crf_refine_on_the_plain_probabilities(tmp_pa
     expected = crf_refine(plain.probabilities, features, (1.0, 1.0, 1.0), **params).numpy()
     np.testing.assert_allclose(refined.probabilities, expected, atol=1e-4)
     assert np.abs(expected - plain.probabilities).max() > 1e-3  # the CRF changed something
+
+
+def test_in_memory_networks_for_training_validation():
+    from SegDeepLib.io.labels import LabelTable
+    from Testing.SegDeepLib.inference.tiny_nets import CentreNet
+
+    spec = {
+        "networks": {"main": _net()},
+        "labels": LabelTable.from_names(ORGANS).to_dict(),
+        "inference": {"tile_size": [8, 8, 8]},
+    }
+    predictor = Predictor(spec, {"main": CentreNet(CENTRES, scale=0.01)})
+    image = _image()
+    result = predictor.predict(image, device="cpu")
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(result.labelmap), _expected(image))
+    with pytest.raises(SegDeepError, match="not segmented by model"):
+        predictor.predict(image, organs=["brain"], device="cpu")
