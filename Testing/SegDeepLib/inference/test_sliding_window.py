@@ -189,3 +189,14 @@ def test_bad_settings_and_bad_networks_raise_clear_errors():
 
     with pytest.raises(SegDeepError, match="K >= 2"):
         sliding_window(torch.zeros(1, 4, 4, 4), OneClass(), TileSettings((4, 4, 4)))
+
+
+def test_channels_last_gives_the_same_probabilities():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv3d(2, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv3d(4, 3, 1))
+    volume = torch.randn(2, 10, 12, 9)
+    plain = sliding_window(volume, net, TileSettings((8, 8, 8), 0.5, channels_last=False))
+    assert net[0].weight.is_contiguous()
+    fast = sliding_window(volume, net, TileSettings((8, 8, 8), 0.5, channels_last=True))
+    assert net[0].weight.is_contiguous(memory_format=torch.channels_last_3d)
+    torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-5)
