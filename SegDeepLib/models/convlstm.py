@@ -118,6 +118,8 @@ class BiConvLSTM(nn.Module):
         in_channels: probability maps per slice (default K - 1, the foreground probabilities).
         kernel_size: ConvLSTM convolution size (3 at paper settings).
         peephole_size: (H, W) for per-pixel peephole weights; default per-channel (any size).
+        passthrough_init: start close to passing the input through (see :func:`_passthrough_init`)
+            so that end-to-end training begins from the CNN's own segmentation.
     """
 
     spatial_dims = 2
@@ -128,6 +130,7 @@ class BiConvLSTM(nn.Module):
         in_channels: int | None = None,
         kernel_size: int = 3,
         peephole_size: Sequence[int] | None = None,
+        passthrough_init: bool = True,
     ) -> None:
         super().__init__()
         if num_classes < 2:
@@ -139,6 +142,9 @@ class BiConvLSTM(nn.Module):
         self.bottom_up = ConvLSTM(self.in_channels, hidden, kernel_size, peephole_size)
         self.direction_weights = nn.Parameter(torch.ones(2, hidden, 1, 1))
         self.bias = nn.Parameter(torch.zeros(hidden, 1, 1))
+        if passthrough_init and self.in_channels == hidden:
+            _passthrough_init(self.top_down.cell)
+            _passthrough_init(self.bottom_up.cell)
 
     def output_size(self, input_size: Sequence[int]) -> tuple[int, ...]:
         return tuple(int(s) for s in input_size)
@@ -168,6 +174,20 @@ class BiConvLSTM(nn.Module):
         foreground = foreground + self.bias
         background = torch.zeros_like(foreground[:, :, :1])
         return torch.cat([background, foreground], dim=2)
+
+
+def _passthrough_init(cell: ConvLSTMCell, gain: float = 4.0) -> None:
+    """Bias a fresh cell towards H_tau ~ +-(tanh(gain (Y_tau - 0.5))): candidate-memory kernel
+    centre tap ``gain`` from input channel j to hidden channel j, candidate bias -gain/2, forget
+    bias +1 (the usual LSTM choice). Then sign(Ybar) = sign(Y - 0.5) at the start, i.e. the BiRNN
+    initially reproduces the CNN's segmentation and training only has to learn the refinement.
+    All weights stay trainable; this is an initialisation, not a constraint."""
+    hidden, centre = cell.hidden_channels, cell.conv.kernel_size[0] // 2
+    with torch.no_grad():
+        for j in range(hidden):
+            cell.conv.weight[2 * hidden + j, j, centre, centre] += gain
+        cell.conv.bias[2 * hidden : 3 * hidden] = -gain / 2
+        cell.conv.bias[hidden : 2 * hidden] = 1.0
 
 
 @register_model("pnet_msa_birnn")
