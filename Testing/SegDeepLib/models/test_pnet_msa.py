@@ -54,6 +54,21 @@ def test_fused_output_is_log_of_weighted_probabilities():
     np.testing.assert_allclose(torch.softmax(fused, 1).numpy(), expected_y, rtol=1e-5, atol=1e-6)
 
 
+def test_paper_objective_with_the_project_losses():
+    """Eq. 4, L(Y) + sum_k L(U_k), through the deep-supervision wrapper with the Jaccard loss."""
+    from SegDeepLib.losses import build_loss
+
+    model = PNetMSA(width=8, num_modules=3)
+    x, target = torch.randn(2, 3, 16, 16), torch.randint(0, 2, (2, 16, 16))
+    fused, scores = model(x, return_all=True)
+    jaccard = build_loss({"name": "jaccard"})
+    objective = build_loss({"name": "deep_supervision", "loss": "jaccard"})((fused, scores), target)
+    by_hand = jaccard(fused, target) + sum(jaccard(s, target) for s in scores)
+    torch.testing.assert_close(objective, by_hand)
+    objective.backward()
+    assert model.fusion_scores.grad.abs().sum() > 0  # the fusion weights w_k are learned
+
+
 def test_grow_keeps_weights_and_earlier_outputs():
     model = PNetMSA(width=8, num_modules=3, num_active_modules=1).eval()
     x = torch.randn(1, 3, 16, 16)
