@@ -40,8 +40,8 @@ def run(args: argparse.Namespace) -> int:
               f"classes {list(setup.mapping.names)}")
         return 0
     if args.fingerprint:
-        from SegDeepLib.data.fingerprint import compute_fingerprint, propose_plan
         from SegDeepLib.data.datasets import load_dataset
+        from SegDeepLib.data.fingerprint import compute_fingerprint, propose_plan
 
         fingerprint = compute_fingerprint(load_dataset(config.data.root, config.data.format))
         plan = propose_plan(fingerprint, memory_gb=args.memory_gb)
