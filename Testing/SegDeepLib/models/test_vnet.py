@@ -101,7 +101,7 @@ def test_normal_initialisation_of_the_bladder_paper():
     assert float(big.std()) == pytest.approx(0.01, rel=0.02)
     assert abs(float(big.mean())) < 1e-3
     assert all(
-        float(m.bias.abs().sum()) == 0
+        float(m.bias.detach().abs().sum()) == 0
         for m in model.modules()
         if hasattr(m, "bias") and isinstance(m, (nn.Conv3d, nn.ConvTranspose3d))
     )
