@@ -12,6 +12,7 @@ else ``torch``. It never picks ``exact``.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 
 import torch
@@ -67,28 +68,44 @@ def _check_explicit(name: str, device: torch.device) -> None:
 
 def grid_positions(shape: Sequence[int], spacing: Sequence[float], device) -> torch.Tensor:
     """(N, S) voxel positions in millimetres (float64), C order over ``shape``."""
-    axes = [torch.arange(n, dtype=torch.float64, device=device) * s for n, s in zip(shape, spacing)]
-    grids = torch.meshgrid(*axes, indexing="ij")
-    return torch.stack([g.reshape(-1) for g in grids], 1)
+    out = torch.empty(int(math.prod(shape)), len(shape), dtype=torch.float64, device=device)
+    _fill_positions(out, shape, spacing, 1.0)
+    return out
+
+
+def _fill_positions(out: torch.Tensor, shape, spacing, theta: float) -> None:
+    """Write position / theta of every voxel into the first len(shape) columns of ``out``."""
+    for axis, (n, s) in enumerate(zip(shape, spacing)):
+        view = [1] * len(shape)
+        view[axis] = n
+        coord = torch.arange(n, dtype=torch.float64, device=out.device).mul_(s / theta)
+        out[:, axis].view(*shape).copy_(coord.view(view).expand(*shape))
 
 
 def bilateral_features(
     image: torch.Tensor, spacing: Sequence[float], theta_alpha: float, theta_beta: Sequence[float]
 ) -> torch.Tensor:
     """(N, S + C) appearance features of ``image`` (C, *spatial), scaled by the bandwidths."""
-    pos = grid_positions(image.shape[1:], spacing, image.device) / theta_alpha
-    beta = torch.tensor(theta_beta, dtype=torch.float64, device=image.device)
-    inten = image.reshape(image.shape[0], -1).t().to(torch.float64) / beta
-    return torch.cat([pos, inten], 1)
+    shape, channels = image.shape[1:], image.shape[0]
+    out = torch.empty(
+        int(math.prod(shape)), len(shape) + channels, dtype=torch.float64, device=image.device
+    )
+    _fill_positions(out, shape, spacing, theta_alpha)
+    betas = list(theta_beta) * (channels if len(theta_beta) == 1 else 1)
+    for c in range(channels):
+        out[:, len(shape) + c].copy_(image[c].reshape(-1)).div_(betas[c])
+    return out
 
 
-def build_lattice_for(backend: str, features: torch.Tensor) -> lattice.Lattice:
+def build_lattice_for(
+    backend: str, features: torch.Tensor, dtype: torch.dtype = torch.float64
+) -> lattice.Lattice:
     """Lattice of ``features`` (N, d) float64, built by the C++ extension when it is the backend."""
     if backend == "cpp":
         lattice.check_feature_range(features)
         module = load_extension("cpu")
         try:
-            index, weight, neighbors = module.build_lattice(features.contiguous())
+            index, weight, neighbors = module.build_lattice(features.contiguous(), dtype)
         except RuntimeError as exc:  # key range beyond int64 packing: use the general path
             LOG.info("CRF: C++ lattice build fell back to PyTorch (%s)", str(exc).splitlines()[0])
             return lattice.build_lattice(features)
@@ -102,7 +119,7 @@ def appearance_filter(
     """Row-normalised appearance (bilateral) filter over scaled ``features`` (N, d)."""
     if backend == "exact":
         return filters.ExactFilter(features, dtype)
-    lat = build_lattice_for(backend, features)
+    lat = build_lattice_for(backend, features, dtype)
     if backend == "torch":
         return filters.TorchLatticeFilter(lat, dtype)
     return filters.ExtensionLatticeFilter(lat, dtype, load_extension(_kind(backend)))

@@ -184,7 +184,7 @@ def run_all(sizes: list[str], out: str | None, repeats: int) -> None:
     for size in sizes:
         for impl in IMPLS:
             cmd = [sys.executable, __file__, impl, size, "--repeats", str(repeats)]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
             lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
             res = (
                 json.loads(lines[-1][7:])
@@ -205,8 +205,10 @@ def run_all(sizes: list[str], out: str | None, repeats: int) -> None:
 def summary(results: list[dict]) -> str:
     """Markdown table with speed-ups against SimpleCRF of the same size."""
     rows = [
-        "| impl | size | backend | median s | extra RSS MB (peak; after each call) | Dice "
-        "unary -> CRF | speed-up vs SimpleCRF |",
+        (
+            "| impl | size | backend | median s | extra RSS MB (peak; after each call) | Dice "
+            "unary -> CRF | speed-up vs SimpleCRF |"
+        ),
         "|---|---|---|---|---|---|---|",
     ]
     ref = {

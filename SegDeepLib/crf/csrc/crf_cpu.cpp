@@ -183,9 +183,9 @@ Packing make_packing(const double* f, int64_t n, int d, const std::vector<double
 
 // One pass per thread chunk: simplex, weights, packed keys deduplicated in a thread-local table
 // (index holds local ids afterwards).
-template <int DC>
+template <int DC, typename WT>
 void local_pass(const double* f, int64_t n, int dd, const std::vector<double>& scale,
-                const Packing& pk, int64_t* idx, double* w, std::vector<KeyTable>& local,
+                const Packing& pk, int64_t* idx, WT* w, std::vector<KeyTable>& local,
                 int64_t chunk) {
   const int d = DC > 0 ? DC : dd;
   const int nchunks = static_cast<int>(local.size());
@@ -214,7 +214,7 @@ void local_pass(const double* f, int64_t n, int dd, const std::vector<double>& s
           if (id < 0) id = tab.insert(packed);
           cur_key[r] = packed;
           idx[i * (d + 1) + r] = id;
-          w[i * (d + 1) + r] = bary[r];
+          w[i * (d + 1) + r] = static_cast<WT>(bary[r]);
         }
         for (int r = 0; r <= d; ++r) {
           prev_key[r] = cur_key[r];
@@ -226,9 +226,23 @@ void local_pass(const double* f, int64_t n, int dd, const std::vector<double>& s
   });
 }
 
+template <typename WT>
+void run_local_pass(const double* f, int64_t n, int d, const std::vector<double>& scale,
+                    const Packing& pk, int64_t* idx, WT* w, std::vector<KeyTable>& local,
+                    int64_t chunk) {
+  switch (d) {
+    case 2: local_pass<2, WT>(f, n, d, scale, pk, idx, w, local, chunk); break;
+    case 3: local_pass<3, WT>(f, n, d, scale, pk, idx, w, local, chunk); break;
+    case 4: local_pass<4, WT>(f, n, d, scale, pk, idx, w, local, chunk); break;
+    case 5: local_pass<5, WT>(f, n, d, scale, pk, idx, w, local, chunk); break;
+    default: local_pass<0, WT>(f, n, d, scale, pk, idx, w, local, chunk); break;
+  }
+}
+
 }  // namespace
 
-std::vector<torch::Tensor> build_lattice(torch::Tensor features) {
+// weight_dtype: the dtype of the returned barycentric weights (computed in float64).
+std::vector<torch::Tensor> build_lattice(torch::Tensor features, c10::ScalarType weight_dtype) {
   TORCH_CHECK(features.dim() == 2 && features.scalar_type() == torch::kFloat64,
               "features must be (N, d) float64");
   features = features.contiguous();
@@ -240,20 +254,19 @@ std::vector<torch::Tensor> build_lattice(torch::Tensor features) {
   const Packing pk = make_packing(f, n, d, scale);
   auto opts_l = torch::TensorOptions().dtype(torch::kInt64);
   torch::Tensor index = torch::empty({n, d + 1}, opts_l);
-  torch::Tensor weight = torch::empty({n, d + 1}, torch::TensorOptions().dtype(torch::kFloat64));
+  TORCH_CHECK(weight_dtype == torch::kFloat64 || weight_dtype == torch::kFloat32,
+              "weights must be float32 or float64");
+  torch::Tensor weight = torch::empty({n, d + 1}, torch::TensorOptions().dtype(weight_dtype));
   int64_t* idx = index.data_ptr<int64_t>();
-  double* w = weight.data_ptr<double>();
   // Chunks dedupe their own keys; local tables are merged in chunk order (deterministic for a
   // given thread count) and the ids remapped in parallel.
   const int nchunks = std::max(1, at::get_num_threads());
   const int64_t chunk = (n + nchunks - 1) / nchunks;
   std::vector<KeyTable> local(nchunks);
-  switch (d) {
-    case 2: local_pass<2>(f, n, d, scale, pk, idx, w, local, chunk); break;
-    case 3: local_pass<3>(f, n, d, scale, pk, idx, w, local, chunk); break;
-    case 4: local_pass<4>(f, n, d, scale, pk, idx, w, local, chunk); break;
-    case 5: local_pass<5>(f, n, d, scale, pk, idx, w, local, chunk); break;
-    default: local_pass<0>(f, n, d, scale, pk, idx, w, local, chunk); break;
+  if (weight_dtype == torch::kFloat64) {
+    run_local_pass<double>(f, n, d, scale, pk, idx, weight.data_ptr<double>(), local, chunk);
+  } else {
+    run_local_pass<float>(f, n, d, scale, pk, idx, weight.data_ptr<float>(), local, chunk);
   }
   KeyTable table(n / 4 + 16);
   std::vector<std::vector<int64_t>> remap(nchunks);
