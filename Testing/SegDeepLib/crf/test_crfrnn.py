@@ -208,7 +208,7 @@ def test_short_training_lowers_loss(crop):
         loss = torch.nn.functional.cross_entropy(out, target)
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     assert crf.last_backend in LATTICE_BACKENDS
     assert losses[-1] < 0.7 * losses[0]
     for p in (crf.w1, crf.w2, crf.compatibility):
