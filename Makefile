@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.segdeep-installed
+# UTF-8 I/O even where the environment sets no locale (CI)
+export PYTHONUTF8 := 1
 
 .PHONY: demo test lint venv clean
 

@@ -13,6 +13,7 @@ import hashlib
 import logging
 import os
 import sys
+import time
 import warnings
 from pathlib import Path
 from types import ModuleType
@@ -44,12 +45,32 @@ def _build_dir(kind: str, sources: tuple[str, ...]) -> tuple[str, Path]:
     return name, cache_root() / name
 
 
+STALE_LOCK_S = 600.0
+
+
+def _remove_stale_lock(build_dir: Path) -> None:
+    """Delete a build lock left by a killed build (torch would wait on it forever).
+
+    A lock older than :data:`STALE_LOCK_S` cannot belong to a live build (a build takes about a
+    minute); removing it also releases any process already waiting on it.
+    """
+    lock = build_dir / "lock"
+    try:
+        age = time.time() - lock.stat().st_mtime
+    except FileNotFoundError:
+        return
+    if age > STALE_LOCK_S:
+        LOG.warning("removing a stale CRF extension build lock (%.0f s old): %s", age, lock)
+        lock.unlink(missing_ok=True)
+
+
 def _compile(kind: str) -> ModuleType:
     from torch.utils.cpp_extension import load
 
     sources = CPU_SOURCES if kind == "cpu" else CUDA_SOURCES
     name, build_dir = _build_dir(kind, sources)
     build_dir.mkdir(parents=True, exist_ok=True)
+    _remove_stale_lock(build_dir)
     flags = ["-O3", "-fopenmp"]
     kwargs = {
         "name": name,

@@ -98,3 +98,22 @@ def test_cuda_backend_reports_unavailable_without_gpu():
     assert "cuda" not in available_backends()
     with pytest.raises(Exception, match="cuda"):
         backends.resolve_backend("cuda", torch.device("cpu"))
+
+
+def test_stale_build_lock_is_removed(tmp_path) -> None:
+    import os
+    import time
+
+    from SegDeepLib.crf import extension
+
+    fresh = tmp_path / "fresh"
+    stale = tmp_path / "stale"
+    for folder in (fresh, stale):
+        folder.mkdir()
+        (folder / "lock").write_text("")
+    old = time.time() - extension.STALE_LOCK_S - 5
+    os.utime(stale / "lock", (old, old))
+    extension._remove_stale_lock(fresh)
+    extension._remove_stale_lock(stale)
+    assert (fresh / "lock").exists()  # a live build keeps its lock
+    assert not (stale / "lock").exists()
