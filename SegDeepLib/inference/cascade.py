@@ -49,7 +49,7 @@ def run_cascade(run: _Run, image: sitk.Image, tta: bool) -> tuple[Preprocessed, 
     c2 = dilate_foreground(
         coarse, float(cascade.get("dilation", 3)), bool(cascade.get("dilation_in_mm", False))
     )
-    empty = not sitk.GetArrayViewFromImage(c2).any()
+    empty = not sitk.GetArrayFromImage(c2).any()
     if empty:
         log(run.progress, "cascade: stage 1 found no organ; the segmentation is empty", "warning")
         c2 = _centre_voxel(c2)

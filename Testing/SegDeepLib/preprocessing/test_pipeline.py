@@ -107,7 +107,7 @@ def test_probabilities_go_back_with_background_outside_the_crop() -> None:
     np.testing.assert_allclose(
         probabilities.sum(axis=0), 1.0, atol=1e-5
     )  # linear keeps the partition
-    inside = sitk.GetArrayViewFromImage(dilate_foreground(labels, 0)) > 0
+    inside = sitk.GetArrayFromImage(dilate_foreground(labels, 0)) > 0
     outside = sitk.GetArrayFromImage(preprocess_region(pre)) == 0
     assert outside.sum() > 100 and np.all(probabilities[0][outside] == 1.0)
     argmax = probabilities.argmax(axis=0)
@@ -204,7 +204,7 @@ def test_real_ct_round_trip() -> None:
     np.testing.assert_array_equal(sitk.GetArrayViewFromImage(back), sitk.GetArrayViewFromImage(seg))
     # 6 mm there and back: geometry exact, large organs kept (liver 5, spleen 1 in TotalSegmentator)
     pre = preprocess(ct, {"spacing": [6.0, 6.0, 6.0], "intensity": WINDOW, "crop": "body"})
-    back = sitk.GetArrayViewFromImage(pre.to_input_grid(preprocess_label(seg, pre), is_label=True))
+    back = sitk.GetArrayFromImage(pre.to_input_grid(preprocess_label(seg, pre), is_label=True))
     reference = sitk.GetArrayViewFromImage(seg)
     for value in (1, 5):
         a, b = back == value, reference == value
