@@ -102,7 +102,8 @@ def train_model(name: str, force: bool = False) -> None:
         stage1 = train_stage(name, "stage1", common, force)
         train_stage(name, "stage2", [*common, f"data.region_from={stage1}"], force)
     else:
-        train_stage(name, "main", common, force)
+        main = train_stage(name, "main", common, force)
+        train_stage(name, "finetune", [*common, f"training.init_from={main}"], force)
 
 
 def train_seconds(name: str) -> float:
@@ -132,9 +133,12 @@ def assemble(name: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
                      "fast": {"overlap": 0.0}}
         preprocessing = spec["preprocessing"]
     elif name == "abdomen":
-        s1, w1 = _stage(name, "stage1")
-        s2, w2 = _stage(name, "stage2")
-        networks, states = {"stage1": s1["networks"]["main"], "stage2": s2["networks"]["main"]}, {"stage1": w1, "stage2": w2}
+        from SegDeepLib.io.model_folder import load_weights, read_spec
+
+        s1 = read_spec(RUNS / name / "stage1" / "model")
+        s2 = read_spec(RUNS / name / "stage2" / "model")  # the cascade export holds both stages
+        states = load_weights(RUNS / name / "stage2" / "model", s2)
+        networks = {key: s2["networks"][key] for key in ("stage1", "stage2")}
         dilation = float(s2["training"]["config"]["data"]["region_dilation_mm"])
         inference = {"mode": "cascade", "tile_size": [48, 96, 96], "overlap": 0.25, "batch_size": 1,
                      "postprocess": {"largest_component": True, "fill_holes": True},
@@ -145,7 +149,7 @@ def assemble(name: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
                      "fast": {"cascade": {"stage2": {"overlap": 0.0}}}}
         preprocessing = s2["preprocessing"]
     else:
-        spec, state = _stage(name, "main")
+        spec, state = _stage(name, "finetune" if (RUNS / name / "finetune" / "model").exists() else "main")
         networks, states = {"main": spec["networks"]["main"]}, {"main": state}
         context = int(spec["training"]["config"]["sampling"]["context_slices"]) // 2
         inference = {"mode": "2d", "batch_size": 16, "slices": {"context": context, "sequence": True},
@@ -310,14 +314,10 @@ def ship_model(name: str) -> Path:
 
 
 def rebuild() -> None:
+    """Regenerate ``catalogue.json`` from every model folder (the existing default model is kept)."""
     from SegDeepLib.inference.catalogue import rebuild_catalogue
 
-    default = recipes()["abdomen"]["id"]
-    from SegDeepLib.inference.catalogue import MODELS_DIR
-
-    path = rebuild_catalogue(default_model=default if (MODELS_DIR / default).exists() else None)
-    print(f"catalogue: {path}")
-
+    print(f"catalogue: {rebuild_catalogue()}")
 
 # ----- command line -----------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
