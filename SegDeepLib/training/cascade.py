@@ -6,6 +6,7 @@ runs with non-overlapping tiles (the cascade paper), through the same adapter va
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ import SimpleITK as sitk
 import torch
 
 from SegDeepLib.data.datasets import Case
+from SegDeepLib.errors import SegDeepError
 from SegDeepLib.io.model_folder import load_weights, read_spec
 
 
@@ -50,4 +52,23 @@ class StageRegions:
     def __call__(self, case: Case, image: sitk.Image) -> sitk.Image:
         from SegDeepLib.preprocessing import dilate_foreground
 
-        return dilate_foreground(self.predict(image), self.dilation_mm, in_mm=True)
+        region = self.predict(image)
+        if not sitk.GetArrayFromImage(region).any():
+            region = self._reference_region(case, image)
+        return dilate_foreground(region, self.dilation_mm, in_mm=True)
+
+    @staticmethod
+    def _reference_region(case: Case, image: sitk.Image) -> sitk.Image:
+        """Fallback C2 when stage 1 finds nothing on a training case: its reference foreground."""
+        from SegDeepLib.io import read_image
+
+        if case.label is None:
+            raise SegDeepError(f"case {case.id}: the stage-1 model finds nothing and there is no label "
+                               "to fall back to; train stage 1 longer")
+        warnings.warn(f"case {case.id}: the stage-1 model finds nothing; C2 falls back to the "
+                      "reference foreground (train stage 1 longer)", stacklevel=2)
+        label = read_image(case.label)
+        mask = sitk.Cast(sitk.GetImageFromArray((sitk.GetArrayFromImage(label) > 0).astype(np.uint8)),
+                         sitk.sitkUInt8)
+        mask.CopyInformation(image)
+        return mask
