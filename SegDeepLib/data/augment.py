@@ -162,6 +162,8 @@ def sample_volume(volume: np.ndarray, coords: np.ndarray, nearest: bool, fill: f
     size = np.asarray(box.shape[1:], np.float32).reshape(3, 1, 1, 1)
     norm = ((2 * local + 1) / size - 1).astype(np.float32)  # align_corners=False convention
     grid = torch.from_numpy(norm[::-1].copy()).permute(1, 2, 3, 0)[None]  # (1, z, y, x, [x, y, z])
+    if not box.flags.writeable:  # a read-only memory map: torch wants writable memory
+        box = box.copy()
     data = torch.from_numpy(box)[None] - fill
     mode = "nearest" if nearest else "bilinear"
     out = F.grid_sample(data, grid, mode=mode, padding_mode="zeros", align_corners=False)[0] + fill
