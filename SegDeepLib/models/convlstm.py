@@ -203,6 +203,7 @@ class PNetMSABiRNN(nn.Module):
     """
 
     spatial_dims = 2
+    inference_chunk = 16  # slices per PNet-MSA pass at inference (eval mode, no autograd)
 
     def __init__(
         self,
@@ -231,6 +232,9 @@ class PNetMSABiRNN(nn.Module):
 
     def forward(self, x: torch.Tensor, return_all: bool = False):
         """(S, C, H, W) slice sequence -> logits (S, K, H, W) (and the auxiliary outputs)."""
-        fused, scores = self.cnn(x, return_all=True)
+        if return_all or self.training or torch.is_grad_enabled():
+            fused, scores = self.cnn(x, return_all=True)
+        else:  # inference: the 2D network is per slice, so chunks bound its memory exactly
+            fused, scores = torch.cat([self.cnn(part) for part in x.split(self.inference_chunk)]), []
         logits = self.rnn(fused.exp()[:, 1:])
         return (logits, [fused, *scores]) if return_all else logits

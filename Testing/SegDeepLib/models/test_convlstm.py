@@ -150,6 +150,25 @@ def test_pnet_msa_birnn_stack_outputs_and_gradients():
     assert model.grow() == 2
 
 
+def test_pnet_msa_birnn_inference_in_chunks_equals_one_pass(monkeypatch):
+    model = build_model({"name": "pnet_msa_birnn", "width": 8, "num_modules": 3}).eval()
+    with torch.no_grad():  # BatchNorm statistics away from their initial values
+        for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.5, 2.0)
+    x = torch.randn(11, 3, 16, 16)
+    with torch.no_grad():
+        fused, _ = model.cnn(x, return_all=True)
+        whole = model.rnn(fused.exp()[:, 1:])
+    monkeypatch.setattr(type(model), "inference_chunk", 4)  # 11 slices -> 4 + 4 + 3
+    calls = []
+    model.cnn.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+    with torch.inference_mode():
+        chunked = model(x)
+    assert calls == [4, 4, 3]
+    torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-5)
+
+
 def test_bf16_autocast():
     model = build_model({"name": "pnet_msa_birnn", "width": 8, "num_modules": 2})
     with torch.autocast("cpu", dtype=torch.bfloat16):
