@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from SegDeepLib import __version__
 from SegDeepLib.errors import CancelledError, SegDeepError

@@ -208,30 +208,33 @@ def _accumulate(
     spatial = tuple(volume.shape[1:])
     probs: torch.Tensor | None = None
     weights = torch.zeros(covered, dtype=torch.float32)
-    weight_dev = weight_tile.to(device)
     for first in range(0, len(corners), settings.batch_size):
         batch_corners = corners[first : first + settings.batch_size]
-        batch = torch.stack(
-            [
-                _extract(volume, [c - m for c, m in zip(corner, margin)], in_tile, settings)
-                for corner in batch_corners
-            ]
-        ).to(device)
-        channels_last = _use_channels_last(settings, device, batch.ndim - 2)
+        channels_last = _use_channels_last(settings, device, len(in_tile))
+        batch = _batch(volume, batch_corners, margin, in_tile, settings, channels_last).to(device)
         logits = _forward(network, batch, device, autocast, channels_last)
         _check_logits(logits, batch, out_tile)
-        tile_probs = (torch.softmax(logits.float(), dim=1) * weight_dev).cpu()
+        tile_probs = torch.softmax(logits.float(), dim=1).cpu()
         if probs is None:
             probs = torch.zeros((logits.shape[1], *covered), dtype=torch.float32)
         for corner, p in zip(batch_corners, tile_probs):
             where = tuple(slice(c, c + t) for c, t in zip(corner, out_tile))
-            probs[(slice(None), *where)] += p
+            probs[(slice(None), *where)].addcmul_(p, weight_tile)  # fused weight * p + add
             weights[where] += weight_tile
         timer.step(
             len(batch_corners),
             f"tile {min(first + settings.batch_size, len(corners))}/{len(corners)}",
         )
     return _normalise(probs, weights, spatial)
+
+
+def _batch(volume, corners, margin, in_tile, settings, channels_last: bool) -> torch.Tensor:
+    """The input tiles of ``corners`` as one batch, copied once into the memory format the network takes."""
+    fmt = torch.channels_last_3d if channels_last else torch.contiguous_format
+    batch = torch.empty((len(corners), volume.shape[0], *in_tile), memory_format=fmt)
+    for i, corner in enumerate(corners):
+        batch[i].copy_(_extract(volume, [c - m for c, m in zip(corner, margin)], in_tile, settings))
+    return batch
 
 
 def _use_channels_last(settings: TileSettings, device: torch.device, dims: int) -> bool:

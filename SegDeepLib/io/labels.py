@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from SegDeepLib.errors import SegDeepError
 
@@ -48,7 +49,7 @@ class LabelTable:
     name: str = ""
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "LabelTable":
+    def from_dict(cls, data: dict[str, Any]) -> LabelTable:
         labels = []
         for entry in data.get("labels", []):
             color = tuple(int(c) for c in entry.get("color", (128, 128, 128)))
@@ -58,7 +59,7 @@ class LabelTable:
         return table
 
     @classmethod
-    def from_names(cls, names: Iterable[str], name: str = "") -> "LabelTable":
+    def from_names(cls, names: Iterable[str], name: str = "") -> LabelTable:
         """Build a table for values 1..N from names, taking colours/codes from the shipped tables."""
         known = {lab.name: lab for lab in load_label_table("organs").labels}
         labels = []
@@ -99,7 +100,7 @@ class LabelTable:
                 return lab
         raise SegDeepError(f"unknown label value {value}; known: {self.values}")
 
-    def subset(self, names: Iterable[str]) -> "LabelTable":
+    def subset(self, names: Iterable[str]) -> LabelTable:
         wanted = list(names)
         return LabelTable(tuple(self.by_name(n) for n in wanted), self.name)
 

@@ -103,8 +103,8 @@ def validate_case(model: torch.nn.Module, case: CachedCase, mode: str, tile: Seq
     Runs the inference package's sliding window / slice predictor (the path the Predictor uses),
     skipping tiles outside the case's candidate region like inference does.
     """
-    from SegDeepLib.inference.sliding_window import TileSettings, sliding_window
     from SegDeepLib.inference.slices import predict_slices as infer_slices
+    from SegDeepLib.inference.sliding_window import TileSettings, sliding_window
 
     model.eval()
     image = torch.from_numpy(np.array(case.image, np.float32))  # a writable copy of the memory map

@@ -9,7 +9,14 @@ import pytest
 import SimpleITK as sitk
 
 from SegDeepLib.errors import SegDeepError
-from SegDeepLib.io import check_finite, list_dicom_series, read_image, require_3d, same_grid, write_image
+from SegDeepLib.io import (
+    check_finite,
+    list_dicom_series,
+    read_image,
+    require_3d,
+    same_grid,
+    write_image,
+)
 from Testing.conftest import SHARED_DATA, shared_file
 
 

@@ -9,7 +9,13 @@ import pytest
 import SimpleITK as sitk
 
 from SegDeepLib.errors import SegDeepError
-from SegDeepLib.io import load_label_table, read_image, read_segmentation, same_grid, write_segmentation
+from SegDeepLib.io import (
+    load_label_table,
+    read_image,
+    read_segmentation,
+    same_grid,
+    write_segmentation,
+)
 from Testing.conftest import shared_file
 from Testing.SegDeepLib.io.test_image import synthetic
 
