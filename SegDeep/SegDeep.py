@@ -50,6 +50,12 @@ class SegDeepParameterNode:
     modelId: str = ""
     device: Annotated[str, Choice(["auto", "cuda", "cpu"])] = "auto"
     crf: bool = True
+    crfThetaAlpha: float = 4.0  # CRF parameters (SegDeepHelpers.crf.PARAMETERS); the selected
+    crfThetaBeta: float = 15.0  # model's defaults replace these when a model is chosen
+    crfThetaGamma: float = 2.0
+    crfW1: float = 5.0
+    crfW2: float = 3.0
+    crfIterations: int = 5
     fast: bool = False
     tta: bool = False
     show3D: bool = True
@@ -108,6 +114,7 @@ class SegDeepWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = inputParameterNode
         if self._parameterNode:
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.panel.restoreFromParameterNode()
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterChanged)
             self.onParameterChanged()
 

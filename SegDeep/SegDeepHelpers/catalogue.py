@@ -29,6 +29,7 @@ class ModelEntry:
     method: str = ""
     licence: str = ""
     raw: dict[str, Any] = field(default_factory=dict, compare=False)
+    folder: str = field(default="", compare=False)  # the model folder (its model.json), if known
 
     @property
     def accuracy(self) -> Any:
@@ -73,13 +74,14 @@ def _licence(model: dict[str, Any]) -> str:
     return str(value)
 
 
-def entryFromDict(model: dict[str, Any]) -> ModelEntry:
+def entryFromDict(model: dict[str, Any], folder: PathLike = "") -> ModelEntry:
     if not isinstance(model, dict) or not model.get("id"):
         raise ValueError(f"catalogue entry without an 'id': {model!r:.80}")
     return ModelEntry(
         id=str(model["id"]), title=str(model.get("title", model["id"])),
         organs=_organNames(model), modality=str(model.get("modality", "")),
-        method=str(model.get("method", "")), licence=_licence(model), raw=dict(model))
+        method=str(model.get("method", "")), licence=_licence(model), raw=dict(model),
+        folder=str(folder))
 
 
 def userModelsDir() -> Path:
@@ -98,7 +100,7 @@ def _userModels(folder: Path, taken: set[str]) -> list[ModelEntry]:
     entries = []
     for spec in sorted(folder.glob("*/model.json")) if folder.is_dir() else []:
         try:
-            entry = entryFromDict(_readJson(spec))
+            entry = entryFromDict(_readJson(spec), spec.parent)
         except ValueError:
             continue  # a broken user folder must not hide the others (as SegDeepLib does)
         if entry.id not in taken:
@@ -107,11 +109,18 @@ def _userModels(folder: Path, taken: set[str]) -> list[ModelEntry]:
     return entries
 
 
+def _shippedFolder(cataloguePath: Path, model: Any) -> str:
+    """A shipped entry's model folder: ``folder`` relative to the catalogue file (as SegDeepLib)."""
+    name = model.get("folder") if isinstance(model, dict) else None
+    return str(cataloguePath.parent / name) if isinstance(name, str) and name else ""
+
+
 def loadCatalogue(path: Optional[PathLike] = None, userDir: Optional[PathLike] = None) -> list[ModelEntry]:
     """Shipped models (``[]`` while the file does not exist) followed by the user's models."""
     path = Path(path) if path is not None else defaultCataloguePath()
     data = _readJson(path) if path.exists() else []
-    models = [entryFromDict(m) for m in (data.get("models", []) if isinstance(data, dict) else data)]
+    entries = data.get("models", []) if isinstance(data, dict) else data
+    models = [entryFromDict(m, _shippedFolder(path, m)) for m in entries]
     folder = Path(userDir) if userDir is not None else userModelsDir()
     return models + _userModels(folder, {m.id for m in models})
 

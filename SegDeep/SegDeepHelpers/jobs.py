@@ -10,13 +10,14 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
 
+from SegDeepHelpers import crf as crfParameters
 from SegDeepHelpers.geometry import writeVolumeFile
 from SegDeepHelpers.process import ProcessRunner
 
@@ -36,13 +37,17 @@ class SegmentOptions:
     fast: bool = False
     tta: bool = False
     organs: Sequence[str] = field(default_factory=tuple)
+    crfParams: Mapping[str, float] = field(default_factory=dict)  # changed CRF parameters only
 
     def cliArguments(self) -> list[str]:
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, not {self.device!r}")
+        if self.crfParams and self.crf is False:
+            raise ValueError("CRF parameters were given but the CRF is switched off")
         args = ["--device", self.device]
         if self.crf is not None:
             args.append("--crf" if self.crf else "--no-crf")
+        args += crfParameters.cliArguments(self.crfParams)
         if self.fast:
             args.append("--fast")
         if self.tta:

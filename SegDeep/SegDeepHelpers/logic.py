@@ -8,7 +8,7 @@ logic never touches widgets. The run is polled on the main thread with ``qt.QTim
 from __future__ import annotations
 
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -68,12 +68,14 @@ class SegDeepRunLogic:
 
     def segment(self, volumeNode: Any, modelId: str, segmentationNode: Any = None,
                 organs: Sequence[str] = (), device: str = "auto", crf: Optional[bool] = None,
+                crfParams: Optional[Mapping[str, float]] = None,
                 fast: bool = False, tta: bool = False, show3D: bool = False,
                 waitForCompletion: bool = True, onProgress: Optional[Callable] = None,
                 onLog: Optional[Callable[[str], None]] = None,
                 onFinished: Optional[Callable[[RunResult], None]] = None,
                 onState: Optional[Callable[[str], None]] = None) -> Any:
-        """Segment ``volumeNode`` with catalogue model ``modelId``.
+        """Segment ``volumeNode`` with catalogue model ``modelId``; ``crfParams`` override single
+        CRF parameters of the model (``{"theta_alpha": 5.0, ...}``).
 
         Blocking: returns a :class:`RunResult` (``.segmentationNode`` holds the segments; raises
         RuntimeError on failure). Non-blocking: returns at once; ``onFinished(result)`` follows.
@@ -82,7 +84,8 @@ class SegDeepRunLogic:
             raise ValueError("select an input volume")
         if self.isRunning:
             raise RuntimeError("a SegDeep run is already in progress")
-        options = jobs.SegmentOptions(device=device, crf=crf, fast=fast, tta=tta, organs=tuple(organs))
+        options = jobs.SegmentOptions(device=device, crf=crf, fast=fast, tta=tta, organs=tuple(organs),
+                                      crfParams=dict(crfParams or {}))
         array, ijkToRAS = segmentation.volumeArrayAndMatrix(volumeNode)
         job = jobs.SegmentationJob(self.python, self._eventHandler(onProgress, onLog), onState)
         self.job = job

@@ -10,6 +10,7 @@ import json
 from typing import Any, Callable, Optional
 
 from SegDeepHelpers import catalogue, environment, jobs, segmentation
+from SegDeepHelpers.crf import CrfControls
 from SegDeepHelpers.process import ProcessRunner
 
 DEVICES = ("auto", "cuda", "cpu")  # order of the items of deviceSelector in the .ui
@@ -23,6 +24,7 @@ class SegDeepPanel:
                  tr: Callable[[str], str] = str, cataloguePath: Optional[str] = None) -> None:
         self.ui, self.logic, self.parameterNode, self.tr = ui, logic, parameterNode, tr
         self.models = catalogue.loadCatalogue(cataloguePath)
+        self.crf = CrfControls(ui, tr)
         self.environmentInfo: dict[str, Any] = {}
         self.lastResult: Any = None
         self._running = ""  # "", "segment" or "train"
@@ -41,6 +43,7 @@ class SegDeepPanel:
         ui.refreshEnvironmentButton.connect("clicked(bool)", self.refreshEnvironment)
         ui.installDependenciesButton.connect("clicked(bool)", self.onInstallDependencies)
         ui.copyDiagnosticsButton.connect("clicked(bool)", self.onCopyDiagnostics)
+        self.crf.setup()
         if not self.models:
             ui.modelDetailsLabel.setText(self.tr("No models found: SegDeepLib's catalogue is empty."))
         self.onModelChanged(ui.modelSelector.currentIndex())
@@ -59,10 +62,22 @@ class SegDeepPanel:
         ticked = [item.text() for item in items if item.checkState() == 2]
         return [] if len(ticked) == len(items) else ticked
 
+    def restoreFromParameterNode(self) -> None:
+        """After ``connectGui``: show the node's model (keeping its CRF values) or, for a new node,
+        record the selected model and its CRF defaults."""
+        node, ids = self.parameterNode(), [m.id for m in self.models]
+        if node.modelId in ids and ids.index(node.modelId) != self.ui.modelSelector.currentIndex():
+            self.ui.modelSelector.setCurrentIndex(ids.index(node.modelId))
+        elif node.modelId not in ids:
+            self.onModelChanged(self.ui.modelSelector.currentIndex())
+
     # ---- reactions --------------------------------------------------------------------------
     def onModelChanged(self, index: int) -> None:
         model = self.selectedModel()
         self.ui.organsList.clear()
+        node = self.parameterNode()
+        # a model the parameter node already holds (restored scene) keeps the node's CRF values
+        self.crf.setModel(model, fill=node is None or model is None or node.modelId != model.id)
         if model is None:
             self.updateButtons()
             return
@@ -72,7 +87,6 @@ class SegDeepPanel:
             item = self.ui.organsList.item(self.ui.organsList.count() - 1)
             item.setFlags(item.flags() | 16)  # Qt.ItemIsUserCheckable
             item.setCheckState(2)  # Qt.Checked
-        node = self.parameterNode()
         if node is not None:
             node.modelId = model.id
         self.updateDeviceWarning()
@@ -106,6 +120,7 @@ class SegDeepPanel:
         self.ui.trainButton.setEnabled(self._running != "segment")
         hasResult = self.lastResult is not None and self.lastResult.segmentationNode is not None
         self.ui.editInSegmentEditorButton.setEnabled(hasResult and not self._running)
+        self.crf.updateEnabled()  # CRF on/off (crfCheckBox is bound to the parameter node)
 
     # ---- segmentation -----------------------------------------------------------------------
     def onApplyButton(self, checked: bool = False) -> None:
@@ -128,6 +143,7 @@ class SegDeepPanel:
                 self.logic.segment(
                     node.inputVolume, model.id, node.outputSegmentation, organs=self.selectedOrgans(),
                     device=self.selectedDevice(), crf=self.ui.crfCheckBox.isChecked(),
+                    crfParams=self.crf.overrides(),
                     fast=self.ui.fastCheckBox.isChecked(), tta=self.ui.ttaCheckBox.isChecked(),
                     show3D=self.ui.show3DCheckBox.isChecked(), waitForCompletion=False,
                     onProgress=self.onProgress, onLog=self.appendLog,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,16 @@ from SegDeepLib.errors import SegDeepError
 from SegDeepLib.progress import JsonLinesReporter, ProgressCallback, ProgressEvent, TextReporter
 
 SEG_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha")
+# CRF parameters a user may override (``--crf-param NAME=VALUE``): name -> (type, smallest value,
+# smallest value allowed itself); the same names as ``inference.crf.params`` and ``crf_refine``.
+CRF_PARAMS: dict[str, tuple[type, float, bool]] = {
+    "theta_alpha": (float, 0.0, False),
+    "theta_beta": (float, 0.0, False),
+    "theta_gamma": (float, 0.0, False),
+    "w1": (float, 0.0, True),
+    "w2": (float, 0.0, True),
+    "num_iterations": (int, 0, True),
+}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -38,6 +49,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="CRF post-processing (default: the model's recommendation)",
+    )
+    parser.add_argument(
+        "--crf-param",
+        action="append",
+        default=None,
+        metavar="NAME=VALUE",
+        help="override one of the model's CRF parameters (repeatable): "
+        f"{', '.join(CRF_PARAMS)}; used when the CRF runs",
     )
     parser.add_argument(
         "--tta",
@@ -74,6 +93,44 @@ def _organs(values: list[str] | None) -> list[str] | None:
     if not values:
         return None
     return [name.strip() for value in values for name in value.split(",") if name.strip()]
+
+
+def _crf_value(name: str, text: str) -> float | int:
+    kind, low, inclusive = CRF_PARAMS[name]
+    try:
+        value = kind(text)
+        ok = math.isfinite(value) and (value >= low if inclusive else value > low)
+    except (ValueError, OverflowError):
+        ok = False
+    if not ok:
+        need = f"{'an integer' if kind is int else 'a number'} {'>=' if inclusive else '>'} {low:g}"
+        raise SegDeepError(f"--crf-param {name}={text}: {name} must be {need}")
+    return value
+
+
+def crf_params(values: list[str] | None) -> dict[str, float | int]:
+    """``["theta_alpha=5", ...]`` -> ``{"theta_alpha": 5.0, ...}``, checked (clear errors)."""
+    params: dict[str, float | int] = {}
+    for item in values or []:
+        name, sep, text = item.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise SegDeepError(f"--crf-param {item!r}: use NAME=VALUE, e.g. theta_alpha=5")
+        if name not in CRF_PARAMS:
+            raise SegDeepError(
+                f"--crf-param {name}: unknown CRF parameter; use one of {', '.join(CRF_PARAMS)}"
+            )
+        params[name] = _crf_value(name, text.strip())
+    return params
+
+
+def with_crf_params(spec: dict[str, Any], params: dict[str, float | int]) -> dict[str, Any]:
+    """A copy of a model spec whose ``inference.crf.params`` carry ``params`` over the model's."""
+    inference = dict(spec.get("inference") or {})
+    crf = dict(inference.get("crf") or {})
+    crf["params"] = {**(crf.get("params") or {}), **params}
+    inference["crf"] = crf
+    return {**spec, "inference": inference}
 
 
 def _check_output(path: Path, overwrite: bool, what: str = "output") -> None:
@@ -121,8 +178,13 @@ def segment_file(args: argparse.Namespace, progress: ProgressCallback | None) ->
     probs_path = Path(args.probabilities) if args.probabilities else None
     if probs_path is not None and probs_path.suffix != ".npy":
         _check_output(probs_path, args.overwrite, "probabilities")
+    params = crf_params(args.crf_param)
+    if params and args.crf is False:
+        raise SegDeepError("--crf-param has no effect with --no-crf; drop one of them")
     image = read_image(args.input, series_uid=args.series_uid)
     predictor = Predictor.load(args.model)
+    if params:
+        predictor.spec = with_crf_params(predictor.spec, params)
     result = predictor.predict(
         image,
         organs=_organs(args.organs),

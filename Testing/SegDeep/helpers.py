@@ -43,6 +43,9 @@ def fake_python(tmp_path: Path) -> str:
     return str(script)
 
 
+FAKE_BLADDER_CRF = {"theta_alpha": 10.0, "theta_beta": 0.1, "theta_gamma": 3.0, "w1": 1.0, "w2": 1.5}
+
+
 def write_catalogue(path: Path) -> Path:
     models = [
         {"id": "fake-abdomen", "title": "Abdomen (fake)", "method": "3D U-Net cascade",
@@ -50,9 +53,14 @@ def write_catalogue(path: Path) -> Path:
          "timing": {"cpu_s": 340, "gpu_s": 12}, "licence": "CC BY 4.0"},
         {"id": "fake-bladder", "title": "Bladder (fake)", "method": "V-Net + CRF-RNN",
          "organs": [{"value": 1, "name": "urinary_bladder"}], "modality": "CT",
-         "timing": {"cpu_s": 60}, "license": "Apache-2.0"},
+         "timing": {"cpu_s": 60}, "license": "Apache-2.0", "folder": "fake-bladder"},
     ]
     path.write_text(json.dumps({"models": models}))
+    # the bladder model's folder (next to the catalogue, as shipped): CRF settings in model.json;
+    # num_iterations is left out (SegDeepLib's default applies)
+    (path.parent / "fake-bladder").mkdir(exist_ok=True)
+    (path.parent / "fake-bladder" / "model.json").write_text(json.dumps({
+        "id": "fake-bladder", "inference": {"crf": {"default": True, "params": FAKE_BLADDER_CRF}}}))
     return path
 
 

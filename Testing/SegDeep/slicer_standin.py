@@ -453,6 +453,52 @@ class QProgressBar(QWidget):
         self._props["value"] = value
 
 
+class QSpinBox(QWidget):
+    """Qt semantics: ``setValue`` clamps to [minimum, maximum] and emits ``valueChanged`` on change."""
+
+    _signal = "valueChanged(int)"
+
+    def _number(self, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError("QSpinBox.setValue takes an int")
+        return value
+
+    def value(self) -> Any:
+        return self._number(self._props.get("value", 0))
+
+    def minimum(self) -> Any:
+        return self._props.get("minimum", 0)
+
+    def maximum(self) -> Any:
+        return self._props.get("maximum", 99)
+
+    def setValue(self, value: Any) -> None:
+        value = min(max(self._number(value), self.minimum()), self.maximum())
+        if value != self.value():
+            self._props["value"] = value
+            self._emit(self._signal, value)
+
+
+class QDoubleSpinBox(QSpinBox):
+    """Like QSpinBox, and values are rounded to ``decimals`` (Qt's default 2)."""
+
+    _signal = "valueChanged(double)"
+
+    def _number(self, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError("QDoubleSpinBox.setValue takes a float")
+        return round(float(value), self.decimals())
+
+    def decimals(self) -> int:
+        return int(self._props.get("decimals", 2))
+
+    def minimum(self) -> Any:
+        return float(self._props.get("minimum", 0.0))
+
+    def maximum(self) -> Any:
+        return float(self._props.get("maximum", 99.99))
+
+
 class QPlainTextEdit(QWidget):
     def appendPlainText(self, text: str) -> None:
         self._props["plainText"] = (self._props.get("plainText", "") + "\n" + str(text)).lstrip("\n")
@@ -501,7 +547,7 @@ class qMRMLSegmentationShow3DButton(QPushButton):
 
 WIDGET_CLASSES = {cls.__name__: cls for cls in (
     QWidget, QLabel, QPushButton, QCheckBox, QLineEdit, QComboBox, QListWidget, QProgressBar,
-    QPlainTextEdit, ctkCollapsibleButton, ctkPathLineEdit, qMRMLWidget, qMRMLNodeComboBox,
+    QSpinBox, QDoubleSpinBox, QPlainTextEdit, ctkCollapsibleButton, ctkPathLineEdit, qMRMLWidget, qMRMLNodeComboBox,
     qMRMLSegmentationShow3DButton)}
 SLICER_ONLY_WIDGETS = {"ctkCollapsibleButton", "ctkPathLineEdit", "qMRMLWidget", "qMRMLNodeComboBox",
                        "qMRMLSegmentationShow3DButton"}
@@ -557,6 +603,8 @@ def _propertyValue(element: ET.Element) -> Any:
         return child.text == "true"
     if child.tag == "number":
         return int(child.text or 0)
+    if child.tag == "double":
+        return float(child.text or 0)
     if child.tag == "stringlist":
         return [s.text or "" for s in child]
     return child.text or ""
@@ -674,6 +722,12 @@ def parameterNodeWrapper(cls: type) -> type:
             elif isinstance(widget, QCheckBox):
                 widget._props["checked"] = bool(getattr(self, name))
                 signal, slot = "toggled(bool)", lambda checked: setattr(self, name, bool(checked))
+            elif isinstance(widget, QSpinBox):  # QDoubleSpinBox -> float, QSpinBox -> int
+                kind = float if isinstance(widget, QDoubleSpinBox) else int
+                if typing.get_origin(hints[name]) is not None or hints[name] is not kind:
+                    raise AssertionError(f"{type(widget).__name__} needs a {kind.__name__} parameter ({name})")
+                widget._props["value"] = widget._number(getattr(self, name))
+                signal, slot = widget._signal, lambda value: setattr(self, name, kind(value))
             elif isinstance(widget, ctkPathLineEdit):
                 signal, slot = "currentPathChanged(QString)", lambda text: setattr(self, name, Path(text))
             else:

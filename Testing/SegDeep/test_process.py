@@ -136,3 +136,10 @@ def test_cli_arguments_from_options(helpers_path):
                                    "--organs", "liver,spleen"]
     with pytest.raises(ValueError, match="device"):
         SegmentOptions(device="gpu").cliArguments()
+    crf = SegmentOptions(crf=True, crfParams={"num_iterations": 3, "theta_alpha": 6.5})
+    assert crf.cliArguments() == ["--device", "auto", "--crf", "--crf-param", "theta_alpha=6.5",
+                                  "--crf-param", "num_iterations=3"]
+    with pytest.raises(ValueError, match="switched off"):
+        SegmentOptions(crf=False, crfParams={"w1": 1.0}).cliArguments()
+    with pytest.raises(ValueError, match="unknown CRF parameter"):
+        SegmentOptions(crf=True, crfParams={"alpha": 1.0}).cliArguments()

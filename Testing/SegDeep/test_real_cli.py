@@ -21,7 +21,7 @@ from Testing.SegDeep.helpers import segdeep_temp_dirs
 CT = "totalsegmentator-testfiles/ct_abdomen_pelvis_3mm/example_ct.nii.gz"
 
 
-def _tiny_model(folder, tile):
+def _tiny_model(folder, tile, crf=None):
     import torch
 
     from SegDeepLib.io.labels import LabelTable
@@ -34,7 +34,7 @@ def _tiny_model(folder, tile):
             "modality": "CT", "networks": {"main": network},
             "preprocessing": {"spacing": [6.0, 6.0, 6.0], "intensity": {"kind": "window", "window": [-200, 300]}},
             "labels": LabelTable.from_names(["liver", "spleen"], name="tiny").to_dict(),
-            "inference": {"mode": "3d", "tile_size": [tile] * 3, "overlap": 0.0},
+            "inference": {"mode": "3d", "tile_size": [tile] * 3, "overlap": 0.0, "crf": crf},
             "training": {"data": "none", "cases": 0, "licence": "CC0"}, "licence": "CC0"}
     return save_model_folder(folder, spec, {"main": build_model(network).state_dict()})
 
@@ -130,3 +130,25 @@ def test_real_cli_cancel_leaves_nothing_behind(helpers_path, slow_model, real_ct
 
         os.killpg(pid, 0)  # the whole process group is gone
     assert segdeep_temp_dirs() == before
+
+
+def test_real_cli_takes_the_panels_crf_parameters(helpers_path, tmp_path, real_ct):
+    """The module's ``--crf-param`` flags are accepted by the real CLI and replace exactly the
+    given parameters of the model's ``inference.crf.params`` (as the CLI's CRF log line shows)."""
+    import ast
+
+    from SegDeepHelpers import jobs
+
+    model = _tiny_model(tmp_path / "slicer-test-crf", 64,
+                        crf={"default": False, "params": {"theta_alpha": 10.0, "w1": 2.0}})
+    _, array, ijkToRAS = real_ct
+    events, codes = [], []
+    job = jobs.SegmentationJob(sys.executable, onEvent=events.append)
+    options = jobs.SegmentOptions(device="cpu", crf=True,
+                                  crfParams={"theta_alpha": 6.5, "num_iterations": 1})
+    job.start(array, ijkToRAS, str(model), options, codes.append)
+    assert job.wait(timeout=300) == 0, job.failureText(codes[0])
+    job.cleanup()
+    [line] = [e["message"] for e in events if e.get("message", "").startswith("CRF refinement (")]
+    assert ast.literal_eval(line[len("CRF refinement ("):-1]) == {
+        "theta_alpha": 6.5, "w1": 2.0, "num_iterations": 1}

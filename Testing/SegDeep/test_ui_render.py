@@ -70,6 +70,9 @@ def _fill_with_example_content(panel) -> None:
     find(QtWidgets.QLabel, "statusLabel").setText("tiles (tile 21/50) - ETA 38 s")
     find(QtWidgets.QPlainTextEdit, "logTextEdit").setPlainText(
         "device: cpu (no CUDA GPU found)\npreprocess: resampled to 1.5 mm\ntiles: 50 tiles of 96^3")
+    find(QtWidgets.QDoubleSpinBox, "crfThetaAlphaSpinBox").setValue(10.0)  # bladder-vnet-crf's values
+    find(QtWidgets.QDoubleSpinBox, "crfThetaBetaSpinBox").setValue(0.1)
+    find(QtWidgets.QSpinBox, "crfIterationsSpinBox").setValue(3)
     find(QtWidgets.QLabel, "environmentLabel").setText(
         "SegDeepLib 0.1.0, PyTorch 2.13.0, CUDA build None, CRF backends: cpp, torch")
 
@@ -98,4 +101,30 @@ def test_panel_renders_with_real_qt(tmp_path):
     assert target.stat().st_size > 10_000
     colours = {image.pixel(x, y) for x in range(0, image.width(), 7) for y in range(0, image.height(), 7)}
     assert len(colours) > 20  # not a blank image
+    app.processEvents()
+
+
+CRF_SPIN_BOXES = ("crfThetaAlphaSpinBox", "crfThetaBetaSpinBox", "crfThetaGammaSpinBox", "crfW1SpinBox",
+                  "crfW2SpinBox", "crfIterationsSpinBox")
+
+
+def test_crf_spin_boxes_behave_like_real_qt_in_the_stand_in(standin, tmp_path):
+    """The same .ui in real Qt and in the stand-in: same start values, rounding and clamping."""
+    pytest.importorskip("PyQt5")
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from PyQt5 import QtWidgets, uic
+
+    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(["segdeep-test"])
+    plain_qt_ui(UI, tmp_path / "plain.ui")
+    real = uic.loadUi(str(tmp_path / "plain.ui"))
+    fake = standin.childWidgetVariables(standin.loadUI(str(UI)))
+    for name in CRF_SPIN_BOXES:
+        box = real.findChild(QtWidgets.QAbstractSpinBox, name)
+        assert box is not None, name
+        assert getattr(fake, name).value() == box.value(), name
+        integer = isinstance(box, QtWidgets.QSpinBox)
+        for value in ((-3, 7, 10_000) if integer else (-3.0, 0.12345, 7.25, 1e9)):
+            box.setValue(value)
+            getattr(fake, name).setValue(value)
+            assert getattr(fake, name).value() == box.value(), (name, value)
     app.processEvents()

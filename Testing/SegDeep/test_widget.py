@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 import pytest
 
 from Testing.SegDeep.helpers import (
+    FAKE_BLADDER_CRF,
     fake_python,
     oblique_ijk_to_ras,
     phantom_array,
@@ -235,3 +237,118 @@ def test_scene_close_and_cleanup(widget, standin):
     assert widget._parameterNode is None
     widget.cleanup()
     assert scene._observers == [] or all(e is None for e, _ in scene._observers)
+
+
+CRF_ATTRIBUTES = {"theta_alpha": "crfThetaAlpha", "theta_beta": "crfThetaBeta",
+                  "theta_gamma": "crfThetaGamma", "w1": "crfW1", "w2": "crfW2",
+                  "num_iterations": "crfIterations"}
+LIBRARY_CRF = {"theta_alpha": 4.0, "theta_beta": 15.0, "theta_gamma": 2.0, "w1": 5.0, "w2": 3.0,
+               "num_iterations": 5}  # CRFRNN's defaults (test_crf.py checks them against SegDeepLib)
+
+
+def _crfWidgets(ui, suffix="SpinBox"):
+    return {name: getattr(ui, attribute + suffix) for name, attribute in CRF_ATTRIBUTES.items()}
+
+
+def _crfShown(ui):
+    return {name: box.value() for name, box in _crfWidgets(ui).items()}
+
+
+def _crfEnabled(ui):
+    widgets = [*_crfWidgets(ui).values(), *_crfWidgets(ui, "Label").values(), ui.crfResetButton]
+    states = {w.isEnabled() for w in widgets}
+    assert len(states) == 1, "CRF widgets disagree on their enabled state"
+    return states.pop()
+
+
+def _runArgv(widget, standin, tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_ARGS_FILE", str(tmp_path / "args.json"))
+    standin.chooseNode(widget.ui.inputVolumeSelector, widget.volume)
+    widget.ui.applyButton.click()
+    standin.runEventLoop(lambda: not widget.panel._running)
+    assert widget.ui.statusLabel.text().startswith("Done")
+    return json.loads((tmp_path / "args.json").read_text())
+
+
+def _crfFlags(argv):
+    return [argv[i + 1] for i, arg in enumerate(argv) if arg == "--crf-param"]
+
+
+def test_choosing_a_model_fills_the_crf_parameters_from_its_model_json(widget):
+    ui, node = widget.ui, widget._parameterNode
+    # fake-abdomen has no inference.crf: SegDeepLib's defaults shown, nothing to edit, a note says so
+    assert _crfShown(ui) == LIBRARY_CRF and not _crfEnabled(ui)
+    assert "no tuned CRF parameters" in ui.crfNoteLabel.text()
+    ui.modelSelector.setCurrentIndex(1)  # fake-bladder: its model.json (num_iterations not set)
+    expected = {**FAKE_BLADDER_CRF, "num_iterations": 5}
+    assert _crfShown(ui) == expected and _crfEnabled(ui) and ui.crfNoteLabel.text() == ""
+    assert {name: getattr(node, attribute) for name, attribute in CRF_ATTRIBUTES.items()} == expected
+    ui.crfThetaAlphaSpinBox.setValue(7.25)
+    assert node.crfThetaAlpha == 7.25  # stored in the parameter node
+    ui.modelSelector.setCurrentIndex(0)
+    ui.modelSelector.setCurrentIndex(1)  # choosing the model again: its defaults again
+    assert _crfShown(ui) == expected
+
+
+def test_crf_off_disables_the_parameters(widget):
+    ui = widget.ui
+    ui.modelSelector.setCurrentIndex(1)
+    assert ui.crfCheckBox.isChecked() and _crfEnabled(ui)
+    ui.crfCheckBox.setChecked(False)
+    assert not _crfEnabled(ui) and widget._parameterNode.crf is False
+    ui.crfCheckBox.setChecked(True)
+    assert _crfEnabled(ui)
+
+
+def test_changed_crf_values_reach_the_command_line_exactly(widget, standin, tmp_path, monkeypatch):
+    ui = widget.ui
+    ui.modelSelector.setCurrentIndex(1)
+    ui.crfThetaAlphaSpinBox.setValue(7.25)
+    ui.crfThetaBetaSpinBox.setValue(0.1234)  # 3 decimals, as Qt keeps it
+    ui.crfIterationsSpinBox.setValue(8)
+    argv = _runArgv(widget, standin, tmp_path, monkeypatch)
+    assert "--crf" in argv
+    assert _crfFlags(argv) == ["theta_alpha=7.25", "theta_beta=0.123", "num_iterations=8"]
+    ui.crfResetButton.click()  # back to the model's values: nothing to override
+    assert _crfShown(ui) == {**FAKE_BLADDER_CRF, "num_iterations": 5}
+    assert widget._parameterNode.crfThetaAlpha == FAKE_BLADDER_CRF["theta_alpha"]
+    argv = _runArgv(widget, standin, tmp_path, monkeypatch)
+    assert "--crf" in argv and _crfFlags(argv) == []
+
+
+def test_crf_parameters_are_not_sent_when_crf_is_off_or_the_model_has_none(widget, standin, tmp_path,
+                                                                            monkeypatch):
+    ui = widget.ui
+    ui.modelSelector.setCurrentIndex(1)
+    ui.crfW1SpinBox.setValue(2.5)
+    ui.crfCheckBox.setChecked(False)
+    argv = _runArgv(widget, standin, tmp_path, monkeypatch)
+    assert "--no-crf" in argv and _crfFlags(argv) == []
+    ui.modelSelector.setCurrentIndex(0)  # no CRF settings: the panel does not invent any
+    ui.crfCheckBox.setChecked(True)
+    argv = _runArgv(widget, standin, tmp_path, monkeypatch)
+    assert "--crf" in argv and _crfFlags(argv) == []
+
+
+def test_parameter_node_keeps_its_crf_values_when_the_module_is_entered_again(widget):
+    ui = widget.ui
+    ui.modelSelector.setCurrentIndex(1)
+    ui.crfThetaGammaSpinBox.setValue(4.5)
+    widget.exit()
+    ui.crfThetaGammaSpinBox.setValue(9.0)  # not connected: the node keeps 4.5
+    widget.enter()
+    assert widget._parameterNode.crfThetaGamma == 4.5 and ui.crfThetaGammaSpinBox.value() == 4.5
+    assert ui.modelSelector.currentIndex() == 1 and _crfEnabled(ui)
+
+
+def test_a_saved_node_selects_its_model_and_keeps_its_crf_values(widget):
+    ui, node = widget.ui, widget._parameterNode
+    widget.setParameterNode(None)
+    saved = {**FAKE_BLADDER_CRF, "w2": 0.75, "num_iterations": 2}  # e.g. read back from a scene
+    node.modelId = "fake-bladder"
+    for name, attribute in CRF_ATTRIBUTES.items():
+        setattr(node, attribute, saved[name])
+    widget.setParameterNode(node)
+    assert ui.modelSelector.currentIndex() == 1 and _crfEnabled(ui)
+    assert _crfShown(ui) == saved  # not replaced by the model's defaults
+    assert widget.panel.crf.overrides() == {"w2": 0.75, "num_iterations": 2}

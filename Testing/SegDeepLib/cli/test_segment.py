@@ -214,3 +214,55 @@ def test_default_model_on_the_real_ct_writes_a_seg_nrrd_on_its_grid(tmp_path):
     labelmap, _ = read_segmentation(out)
     assert same_grid(labelmap, read_image(ct_path), tol=1e-4)
     assert labelmap.GetSize() == (122, 101, 112)
+
+
+def test_crf_param_overrides_reach_crf_refine_and_bad_ones_are_refused(volume, tmp_path, capsys):
+    """``--crf-param`` replaces single CRF parameters of the model's ``inference.crf.params``."""
+    import SegDeepLib.crf
+
+    model = make_model_folder(
+        tmp_path / "crf-model",
+        {"main": {"name": "test_centres", "centres": CENTRES, "scale": 0.01}},
+        ["liver", "spleen"],
+        inference={
+            "tile_size": [16, 16, 16],
+            "crf": {
+                "default": False,
+                "params": {"theta_alpha": 10.0, "theta_beta": 20.0, "w1": 2.0},
+            },
+        },
+    )
+    calls = []
+    real = SegDeepLib.crf.crf_refine
+
+    def spy(probs, features, spacing, **params):
+        calls.append(params)
+        return real(probs, features, spacing, **params)
+
+    base = ["segment", str(volume), "--model", str(model), "--device", "cpu", "--progress", "none"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(SegDeepLib.crf, "crf_refine", spy)
+        out = str(tmp_path / "out.seg.nrrd")
+        args = ["--crf", "--crf-param", "theta_alpha=5", "--crf-param", "num_iterations=2"]
+        assert main([*base, "-o", out, *args]) == 0
+        assert calls == [{"theta_alpha": 5.0, "theta_beta": 20.0, "w1": 2.0, "num_iterations": 2}]
+        assert isinstance(calls[0]["num_iterations"], int)
+        # the model's default is "no CRF": parameters alone do not switch it on
+        assert main([*base, "-o", str(tmp_path / "b.nii.gz"), "--crf-param", "w2=0.5"]) == 0
+        assert len(calls) == 1
+    capsys.readouterr()
+    crf = ["--crf", "--crf-param"]
+    cases = [
+        ([*crf, "alpha=3"], "--crf-param alpha: unknown CRF parameter; use one of theta_alpha"),
+        ([*crf, "theta_alpha"], "use NAME=VALUE"),
+        ([*crf, "theta_beta=abc"], "theta_beta must be a number > 0"),
+        ([*crf, "theta_gamma=0"], "theta_gamma must be a number > 0"),
+        ([*crf, "w1=nan"], "w1 must be a number >= 0"),
+        ([*crf, "w2=-1"], "w2 must be a number >= 0"),
+        ([*crf, "num_iterations=2.5"], "num_iterations must be an integer >= 0"),
+        (["--no-crf", "--crf-param", "w1=1"], "no effect with --no-crf"),
+    ]
+    for args, message in cases:
+        assert main([*base, "-o", str(tmp_path / "bad.seg.nrrd"), *args]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "bad.seg.nrrd").exists()
