@@ -68,6 +68,11 @@ def modelCrfSettings(model: Any) -> Optional[dict[str, Any]]:
     return crf if isinstance(crf, dict) else None
 
 
+def crfDefault(model: Any) -> bool:
+    """Whether the model recommends CRF refinement (``inference.crf.default``; off when unset)."""
+    return bool((modelCrfSettings(model) or {}).get("default", False))
+
+
 def modelDefaults(model: Any) -> Optional[dict[str, Any]]:
     """The model's CRF parameters as the spin boxes show them (SegDeepLib's default for those it
     does not set); None when the model has no CRF settings."""

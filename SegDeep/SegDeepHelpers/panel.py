@@ -10,7 +10,7 @@ import json
 from typing import Any, Callable, Optional
 
 from SegDeepHelpers import catalogue, environment, jobs, segmentation
-from SegDeepHelpers.crf import CrfControls
+from SegDeepHelpers.crf import CrfControls, crfDefault
 from SegDeepHelpers.process import ProcessRunner
 
 DEVICES = ("auto", "cuda", "cpu")  # order of the items of deviceSelector in the .ui
@@ -77,7 +77,11 @@ class SegDeepPanel:
         self.ui.organsList.clear()
         node = self.parameterNode()
         # a model the parameter node already holds (restored scene) keeps the node's CRF values
-        self.crf.setModel(model, fill=node is None or model is None or node.modelId != model.id)
+        fill = node is None or model is None or node.modelId != model.id
+        self.crf.setModel(model, fill=fill)
+        if fill and model is not None:  # a newly chosen model: CRF on/off as the model recommends
+            self.ui.crfCheckBox.setChecked(crfDefault(model))
+            self.crf.updateEnabled()
         if model is None:
             self.updateButtons()
             return

@@ -290,6 +290,15 @@ def test_choosing_a_model_fills_the_crf_parameters_from_its_model_json(widget):
     assert _crfShown(ui) == expected
 
 
+def test_crf_checkbox_follows_the_chosen_models_recommendation(widget):
+    ui = widget.ui
+    assert not ui.crfCheckBox.isChecked()  # fake-abdomen: no CRF settings -> off
+    ui.modelSelector.setCurrentIndex(1)  # fake-bladder: inference.crf.default is true
+    assert ui.crfCheckBox.isChecked() and widget._parameterNode.crf is True
+    ui.modelSelector.setCurrentIndex(0)
+    assert not ui.crfCheckBox.isChecked() and widget._parameterNode.crf is False
+
+
 def test_crf_off_disables_the_parameters(widget):
     ui = widget.ui
     ui.modelSelector.setCurrentIndex(1)
@@ -346,6 +355,7 @@ def test_a_saved_node_selects_its_model_and_keeps_its_crf_values(widget):
     widget.setParameterNode(None)
     saved = {**FAKE_BLADDER_CRF, "w2": 0.75, "num_iterations": 2}  # e.g. read back from a scene
     node.modelId = "fake-bladder"
+    node.crf = True
     for name, attribute in CRF_ATTRIBUTES.items():
         setattr(node, attribute, saved[name])
     widget.setParameterNode(node)

@@ -159,8 +159,9 @@ def assemble(name: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
 
 
 # CRF post-processing offered (off by default) on top of the bladder network: positions in mm,
-# intensity on the [0, 1] windowed CT channel (0.1 = 50 HU with the [-250, 250] window).
-CRF_POST = {"theta_alpha": 10.0, "theta_beta": 0.1, "theta_gamma": 3.0, "w1": 1.0, "w2": 1.0, "num_iterations": 3}
+# intensity in HU (the predictor's "intensity" features), the end-to-end CRF-RNN's 0.1 on the
+# [0, 1] windowed CT channel = 50 HU with the [-250, 250] window.
+CRF_POST = {"theta_alpha": 10.0, "theta_beta": 50.0, "theta_gamma": 3.0, "w1": 1.0, "w2": 1.0, "num_iterations": 3}
 
 
 # ----- evaluation -------------------------------------------------------------------------------
