@@ -135,12 +135,34 @@ def _formatValue(value: Any) -> str:
     return str(value)
 
 
+def accuracyText(accuracy: Any) -> str:
+    """A model card's accuracy in one line: mean Dice per organ on the unseen cases, when the card
+    has the shipped models' layout (``mean_dsc`` + ``held_out``); any other layout as it is."""
+    if isinstance(accuracy, dict) and isinstance(accuracy.get("mean_dsc"), dict):
+        cases = list(accuracy.get("held_out") or {})
+        dice = ", ".join(f"{organ} {_formatValue(v)}" for organ, v in accuracy["mean_dsc"].items())
+        where = f" ({', '.join(cases)})" if cases else ""
+        return f"mean Dice on {len(cases)} unseen case(s){where}: {dice}"
+    return _formatValue(accuracy or "")
+
+
+def timingText(timing: Any) -> str:
+    """A model card's timing in one line (``cpu_seconds``/``gpu_seconds`` + ``volume``), else as it is."""
+    if isinstance(timing, dict) and ("cpu_seconds" in timing or "gpu_seconds" in timing):
+        parts = [f"{device.upper()} {_formatValue(float(timing[f'{device}_seconds']))} s"
+                 for device in ("cpu", "gpu") if isinstance(timing.get(f"{device}_seconds"), (int, float))]
+        volume = f" for {timing['volume']}" if timing.get("volume") else ""
+        threads = f" ({timing['cpu_threads']} CPU threads)" if timing.get("cpu_threads") else ""
+        return " / ".join(parts) + volume + threads
+    return _formatValue(timing or "")
+
+
 def detailsHtml(model: ModelEntry) -> str:
     """HTML shown under the model chooser: organs, modality, accuracy, time, licence."""
     rows = [
         ("Method", model.method), ("Organs", ", ".join(model.organs)),
-        ("Modality", model.modality), ("Measured accuracy", _formatValue(model.accuracy or "")),
-        ("Measured time", _formatValue(model.timing or "")), ("Licence", model.licence),
+        ("Modality", model.modality), ("Measured accuracy", accuracyText(model.accuracy)),
+        ("Measured time", timingText(model.timing)), ("Licence", model.licence),
     ]
     body = "".join(f"<tr><td><b>{html.escape(k)}</b></td><td>{html.escape(v)}</td></tr>"
                    for k, v in rows if v)

@@ -27,6 +27,16 @@ def test_catalogue_entries_and_details(catalogue, tmp_path):
     assert "<h4>Abdomen (fake)</h4>" in html and "liver: 0.91" in html and "cpu_s: 340" in html
 
 
+def test_shipped_card_layout_reads_as_one_line_each(catalogue):
+    accuracy = {"held_out": {"case_a": {"liver": {"dsc": 0.9}}, "case_b": {"liver": {"dsc": 0.7}}},
+                "mean_dsc": {"liver": 0.8, "spleen": 0.0}, "note": "never used for training"}
+    assert catalogue.accuracyText(accuracy) == (
+        "mean Dice on 2 unseen case(s) (case_a, case_b): liver 0.8, spleen 0")
+    timing = {"cpu_seconds": 6.4, "cpu_threads": 2, "volume": "ct: 122x101x112 voxels at 3 mm"}
+    assert catalogue.timingText(timing) == "CPU 6.4 s for ct: 122x101x112 voxels at 3 mm (2 CPU threads)"
+    assert catalogue.timingText({"cpu_s": 340}) == "cpu_s: 340"  # other layouts as they are
+
+
 def test_catalogue_as_a_plain_list_and_missing_file(catalogue, tmp_path):
     path = tmp_path / "list.json"
     path.write_text(json.dumps([{"id": "m1", "organs": {"labels": [{"value": 1, "name": "liver"}]}}]))

@@ -45,31 +45,37 @@ def plain_qt_ui(source: Path, target: Path) -> list[str]:
     return names
 
 
+def _shipped_model():
+    """The shipped catalogue's abdomen entry (its real card: measured accuracy, time, licence)."""
+    from SegDeepHelpers import catalogue
+
+    models = {m.id: m for m in catalogue.loadCatalogue(userDir=Path("/nonexistent"))}
+    return catalogue, models["abdomen-cascade-unet3d"]
+
+
 def _fill_with_example_content(panel) -> None:
     from PyQt5 import QtCore, QtWidgets
 
+    catalogue, model = _shipped_model()
     find = lambda cls, name: panel.findChild(cls, name)
     find(QtWidgets.QComboBox, "inputVolumeSelector").addItem("example_ct (3 mm)")
-    find(QtWidgets.QComboBox, "modelSelector").addItem("Abdomen: liver, spleen, kidneys, pancreas, bladder")
-    find(QtWidgets.QLabel, "modelDetailsLabel").setText(
-        "<b>Multi-organ abdomen (3D U-Net cascade)</b><br>CT; Dice liver 0.93, spleen 0.90; "
-        "CPU 5 min / GPU 15 s; CC BY 4.0")
+    find(QtWidgets.QComboBox, "modelSelector").addItem(model.title)
+    find(QtWidgets.QLabel, "modelDetailsLabel").setText(catalogue.detailsHtml(model))
     organs = find(QtWidgets.QListWidget, "organsList")
-    for organ in ("liver", "spleen", "kidney_left", "kidney_right", "pancreas", "urinary_bladder"):
+    for organ in model.organs:
         item = QtWidgets.QListWidgetItem(organ, organs)
         item.setFlags(item.flags() | QtCore.Qt.ItemIsUserCheckable)
         item.setCheckState(QtCore.Qt.Checked)
     find(QtWidgets.QComboBox, "outputSegmentationSelector").addItem("Create new segmentation")
     find(QtWidgets.QLabel, "deviceInfoLabel").setText("Detected device: no GPU: CPU-only PyTorch build")
-    find(QtWidgets.QLabel, "cpuWarningLabel").setText(
-        "No usable GPU: this run will be on the CPU and take about 5 min.")
+    find(QtWidgets.QLabel, "cpuWarningLabel").setText(catalogue.cpuWarning(model))
     apply = find(QtWidgets.QPushButton, "applyButton")
     apply.setText("Cancel")
     apply.setEnabled(True)
     find(QtWidgets.QProgressBar, "progressBar").setValue(42)
     find(QtWidgets.QLabel, "statusLabel").setText("tiles (tile 21/50) - ETA 38 s")
     find(QtWidgets.QPlainTextEdit, "logTextEdit").setPlainText(
-        "device: cpu (no CUDA GPU found)\npreprocess: resampled to 1.5 mm\ntiles: 50 tiles of 96^3")
+        "device: cpu (no CUDA GPU found)\npreprocess: stage 1 at 6 mm, stage 2 at 3 mm\ntiles: 50 tiles of 48x96x96")
     find(QtWidgets.QDoubleSpinBox, "crfThetaAlphaSpinBox").setValue(10.0)  # bladder-vnet-crf's values
     find(QtWidgets.QDoubleSpinBox, "crfThetaBetaSpinBox").setValue(0.1)
     find(QtWidgets.QSpinBox, "crfIterationsSpinBox").setValue(3)
@@ -77,7 +83,7 @@ def _fill_with_example_content(panel) -> None:
         "SegDeepLib 0.1.0, PyTorch 2.13.0, CUDA build None, CRF backends: cpp, torch")
 
 
-def test_panel_renders_with_real_qt(tmp_path):
+def test_panel_renders_with_real_qt(tmp_path, helpers_path):
     pytest.importorskip("PyQt5")
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from PyQt5 import QtWidgets, uic
