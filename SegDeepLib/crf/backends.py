@@ -113,6 +113,39 @@ def build_lattice_for(
     return lattice.build_lattice(features)
 
 
+def _grid_lattice_cpp(
+    image: torch.Tensor,
+    spacing: Sequence[float],
+    theta_alpha: float,
+    theta_beta: Sequence[float],
+    dtype: torch.dtype,
+) -> lattice.Lattice | None:
+    """The C++ lattice of :func:`bilateral_features` computed voxel by voxel (no (N, d) array).
+
+    Same lattice, bit for bit, as ``build_lattice_for("cpp", bilateral_features(...))``; None
+    when the key range needs the general PyTorch path.
+    """
+    channels = image.shape[0]
+    axis_scales = [s / theta_alpha for s in spacing]
+    betas = [float(b) for b in theta_beta] * (channels if len(theta_beta) == 1 else 1)
+    lo, hi = torch.aminmax(image.detach().reshape(channels, -1), dim=1)  # NaN propagates
+    extents = [max(abs(a), abs(b)) / beta for a, b, beta in zip(lo.tolist(), hi.tolist(), betas)]
+    extents += [(n - 1) * a for n, a in zip(image.shape[1:], axis_scales)]
+    lattice.check_feature_extent(max(extents) if all(map(math.isfinite, extents)) else math.inf)
+    if image.dtype in (torch.float16, torch.bfloat16):
+        image = image.float()
+    elif not image.is_floating_point():
+        image = image.double()  # exact for any integer intensity, like bilateral_features
+    try:
+        index, weight, neighbors = load_extension("cpu").build_lattice_grid(
+            image.detach().contiguous(), axis_scales, betas, dtype
+        )
+    except RuntimeError as exc:  # key range beyond int64 packing: use the general path
+        LOG.info("CRF: C++ lattice build fell back to PyTorch (%s)", str(exc).splitlines()[0])
+        return None
+    return lattice.Lattice(index, weight, neighbors, neighbors.shape[2])
+
+
 def appearance_filter(
     backend: str, features: torch.Tensor, dtype: torch.dtype
 ) -> filters.MessageFilter:
@@ -120,9 +153,34 @@ def appearance_filter(
     if backend == "exact":
         return filters.ExactFilter(features, dtype)
     lat = build_lattice_for(backend, features, dtype)
+    return _lattice_filter(backend, lat, dtype)
+
+
+def _lattice_filter(
+    backend: str, lat: lattice.Lattice, dtype: torch.dtype
+) -> filters.MessageFilter:
     if backend == "torch":
         return filters.TorchLatticeFilter(lat, dtype)
-    return filters.ExtensionLatticeFilter(lat, dtype, load_extension(_kind(backend)))
+    module = load_extension(_kind(backend))
+    return filters.ExtensionLatticeFilter(lat, dtype, module, fused=backend == "cpp")
+
+
+def image_appearance_filter(
+    backend: str,
+    image: torch.Tensor,
+    spacing: Sequence[float],
+    theta_alpha: float,
+    theta_beta: Sequence[float],
+    dtype: torch.dtype,
+) -> filters.MessageFilter:
+    """Appearance filter of ``image`` (C, *spatial): same as ``appearance_filter`` of its
+    :func:`bilateral_features`, without building them for the C++ backend."""
+    if backend == "cpp":
+        lat = _grid_lattice_cpp(image, spacing, theta_alpha, theta_beta, dtype)
+        if lat is not None:
+            return _lattice_filter(backend, lat, dtype)
+    feats = bilateral_features(image, spacing, theta_alpha, theta_beta)
+    return appearance_filter(backend, feats, dtype)
 
 
 def smoothness_filter(
@@ -139,7 +197,8 @@ def smoothness_filter(
     bands = separable.smoothness_bands(shape, theta_gamma, spacing, dtype)
     if backend == "torch":
         return filters.SeparableFilter(shape, bands, device)
-    return filters.ExtensionSeparableFilter(shape, bands, device, load_extension(_kind(backend)))
+    module = load_extension(_kind(backend))
+    return filters.ExtensionSeparableFilter(shape, bands, device, module, fused=backend == "cpp")
 
 
 def _kind(backend: str) -> str:

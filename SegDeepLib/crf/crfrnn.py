@@ -81,10 +81,9 @@ class CRFRNN(nn.Module):
         )
         outputs = []
         for item in range(logits.shape[0]):
-            feats = backends.bilateral_features(
-                features[item].detach(), spacing, self.theta_alpha, self.theta_beta
+            appearance = backends.image_appearance_filter(
+                backend, features[item].detach(), spacing, self.theta_alpha, self.theta_beta, dtype
             )
-            appearance = backends.appearance_filter(backend, feats, dtype)
             outputs.append(self._mean_field(logits[item].to(dtype), appearance, smooth))
         return torch.stack(outputs, 0)
 
@@ -99,13 +98,70 @@ class CRFRNN(nn.Module):
         u = unary.reshape(shape[0], -1)
         mu = self.compatibility.to(u.dtype)
         w1, w2 = self.w1.to(u.dtype), self.w2.to(u.dtype)
+        # Row-normalised messages of a distribution sum to one, so only the first L-1 channels
+        # are filtered: with M = [m; total - 1^T m] (total = w1 + w2, m = w1 Mb + w2 Ms of q[:-1]),
+        # mu @ M = (mu[:, :-1] - mu[:, -1:]) @ m + total * mu[:, -1:]. On the probability simplex
+        # (where softmax outputs live) this is the full message, and so is its gradient there.
+        coupling = mu[:, :-1] - mu[:, -1:]
+        bias = -(w1 + w2) * mu[:, -1:]
+        terms = ((appearance, w1), (smooth, w2))
+        if not torch.is_grad_enabled():
+            return _mean_field_inplace(u, bias, coupling, terms, self.num_iterations).reshape(shape)
         out = u
-        q = torch.softmax(u, 0)
+        q = _leading_probabilities(u)
         for _ in range(self.num_iterations):
-            msg = filters.weighted_messages(((appearance, w1), (smooth, w2)), q)
-            out = u - mu @ msg
-            q = torch.softmax(out, 0)
+            out = u + bias
+            for filt, weight in terms:
+                out = _add_coupled(out, -weight * coupling, filters.apply_filter(filt, q))
+            q = _leading_probabilities(out)
         return out.reshape(shape)
+
+
+def _mean_field_inplace(u, bias, coupling, terms, iterations: int) -> torch.Tensor:
+    """The mean-field loop of :meth:`CRFRNN._mean_field` without autograd, in reused buffers.
+
+    On large volumes a fresh tensor costs about as much in page faults as the arithmetic done in
+    it, so the logits, probabilities and messages each live in one buffer for all iterations.
+    """
+    if iterations == 0:
+        return u
+    out = torch.empty_like(u)
+    q = torch.empty_like(u[:-1])
+    msgs = [torch.empty_like(q) for _ in terms]
+    _leading_probabilities_into(u, q)
+    for _ in range(iterations):
+        torch.add(u, bias, out=out)
+        for (filt, weight), buf in zip(terms, msgs):
+            msg = filt.forward_into(q, buf)
+            coeff = -weight * coupling
+            if coeff.shape[1] == 1:
+                out.addcmul_(coeff, msg)
+            else:
+                out.addmm_(coeff, msg)
+        _leading_probabilities_into(out, q)
+    return out
+
+
+def _leading_probabilities_into(logits: torch.Tensor, q: torch.Tensor) -> None:
+    """``q[:] = softmax(logits, 0)[:-1]`` without temporaries for two labels."""
+    if logits.shape[0] == 2:
+        torch.sub(logits[:1], logits[1:], out=q).sigmoid_()
+    else:
+        q.copy_(torch.softmax(logits, 0)[:-1])
+
+
+def _leading_probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """``softmax(logits, 0)[:-1]`` (L-1, N); for two labels a sigmoid of the difference."""
+    if logits.shape[0] == 2:
+        return torch.sigmoid(logits[:1] - logits[1:])
+    return torch.softmax(logits, 0)[:-1]
+
+
+def _add_coupled(out: torch.Tensor, coeff: torch.Tensor, msg: torch.Tensor) -> torch.Tensor:
+    """``out + coeff @ msg`` for coeff (L, L-1) and msg (L-1, N), in one pass over the voxels."""
+    if coeff.shape[1] == 1:
+        return torch.addcmul(out, coeff, msg)
+    return torch.addmm(out, coeff, msg)
 
 
 def _check_positive(name: str, values: Sequence[float]) -> None:
@@ -150,9 +206,17 @@ def _check_inputs(
     _check_positive("spacing", spacing)
     if logits.numel() == 0:
         raise SegDeepError("CRF logits: empty tensor")
-    if not torch.isfinite(logits).all() or not torch.isfinite(features).all():
+    if not (_all_finite(logits) and _all_finite(features)):
         raise SegDeepError("CRF input: logits or features contain NaN/Inf; clean the input first")
     return spacing
+
+
+def _all_finite(x: torch.Tensor) -> bool:
+    """True when ``x`` has no NaN/Inf (one min/max pass, no temporary of the tensor's size)."""
+    if not x.is_floating_point():
+        return True
+    lo, hi = torch.aminmax(x.detach())
+    return bool(torch.isfinite(lo) & torch.isfinite(hi))
 
 
 def crf_refine(

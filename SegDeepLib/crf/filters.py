@@ -25,6 +25,10 @@ class MessageFilter:
     def adjoint(self, grads: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def forward_into(self, values: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """``forward(values)``, written into ``out`` where the backend can (no autograd use)."""
+        return self.forward(values)
+
 
 class ExactFilter(MessageFilter):
     """Brute-force Gaussian over ``features`` (N, d), already divided by the bandwidths."""
@@ -61,17 +65,37 @@ class TorchLatticeFilter(MessageFilter):
 
 
 class ExtensionLatticeFilter(TorchLatticeFilter):
-    """Same lattice, filtered by a compiled extension (``module.lattice_filter``)."""
+    """Same lattice, filtered by a compiled extension (``module.lattice_filter``).
 
-    def __init__(self, lat: lattice.Lattice, dtype: torch.dtype, module) -> None:
+    ``fused``: the module divides by the normaliser inside its splat/slice loops (the C++ one;
+    no extra pass over the values); otherwise the filter output is divided separately.
+    """
+
+    def __init__(self, lat: lattice.Lattice, dtype: torch.dtype, module, fused: bool = False):
         self.module = module
+        self.fused = fused
         super().__init__(lat, dtype)
 
-    def _raw(self, values: torch.Tensor, reverse: bool) -> torch.Tensor:
+    def _raw(self, values: torch.Tensor, reverse: bool, **divide) -> torch.Tensor:
         lat = self.lat
         return self.module.lattice_filter(
-            lat.index, lat.weight, lat.neighbors, values.contiguous(), reverse
+            lat.index, lat.weight, lat.neighbors, values.contiguous(), reverse, **divide
         )
+
+    def forward(self, values: torch.Tensor) -> torch.Tensor:
+        if self.fused:
+            return self._raw(values, False, divide_after=self.norm.reshape(-1))
+        return super().forward(values)
+
+    def forward_into(self, values: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        if self.fused:
+            return self._raw(values, False, divide_after=self.norm.reshape(-1), out=out)
+        return self.forward(values)
+
+    def adjoint(self, grads: torch.Tensor) -> torch.Tensor:
+        if self.fused:
+            return self._raw(grads, True, divide_before=self.norm.reshape(-1))
+        return super().adjoint(grads)
 
 
 class SeparableFilter(MessageFilter):
@@ -94,21 +118,42 @@ class SeparableFilter(MessageFilter):
 
 
 class ExtensionSeparableFilter(MessageFilter):
-    """Separable Gaussian run by a compiled extension (``module.separable_filter``)."""
+    """Separable Gaussian run by a compiled extension (``module.separable_filter``).
 
-    def __init__(self, shape: Sequence[int], bands: Sequence[torch.Tensor], device, module):
+    ``fused``: the module takes a scratch volume for its intermediate passes (the C++ one), which
+    this filter keeps and reuses across calls.
+    """
+
+    def __init__(
+        self, shape: Sequence[int], bands: Sequence[torch.Tensor], device, module, fused=False
+    ):
         self.shape = tuple(shape)
         self.module = module
         self.bands = [b.to(device) for b in bands]
         self.bands_t = [separable.transpose_band(b).to(device) for b in bands]
+        self.scratch: torch.Tensor | None = None
+        self.fused = fused
 
-    def _apply(self, values: torch.Tensor, bands: Sequence[torch.Tensor]) -> torch.Tensor:
-        grid = values.reshape(values.shape[0], *self.shape)
+    def _apply(self, values: torch.Tensor, bands: Sequence[torch.Tensor], out=None) -> torch.Tensor:
+        grid = values.reshape(values.shape[0], *self.shape).contiguous()
         bands = [b.to(values.dtype) for b in bands]
-        return self.module.separable_filter(grid.contiguous(), bands).reshape(values.shape)
+        if not self.fused:
+            return self.module.separable_filter(grid, bands).reshape(values.shape)
+        if (
+            self.scratch is None
+            or self.scratch.shape != grid.shape
+            or self.scratch.dtype != grid.dtype
+        ):
+            self.scratch = torch.empty_like(grid)
+        if out is not None:
+            out = out.view(grid.shape)
+        return self.module.separable_filter(grid, bands, self.scratch, out).reshape(values.shape)
 
     def forward(self, values: torch.Tensor) -> torch.Tensor:
         return self._apply(values, self.bands)
+
+    def forward_into(self, values: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        return self._apply(values, self.bands, out)
 
     def adjoint(self, grads: torch.Tensor) -> torch.Tensor:
         return self._apply(grads, self.bands_t)
@@ -131,21 +176,3 @@ class _FilterFunction(torch.autograd.Function):
 def apply_filter(filt: MessageFilter, values: torch.Tensor) -> torch.Tensor:
     """Differentiable ``filt.forward(values)`` for values (C, N)."""
     return _FilterFunction.apply(values, filt)
-
-
-def weighted_messages(
-    terms: Sequence[tuple[MessageFilter, torch.Tensor]], q: torch.Tensor
-) -> torch.Tensor:
-    """``sum_k w_k M_k(q)`` (L, N) for (filter, weight) ``terms`` and probabilities ``q`` (L, N).
-
-    Row-normalised messages of a distribution sum to one, so only L-1 channels are filtered and the
-    last is ``sum_k w_k - sum``; on the probability simplex (where softmax outputs live) this is
-    the same function, and so is its gradient along the simplex.
-    """
-    part = None
-    total = 0.0
-    for filt, weight in terms:
-        term = weight * apply_filter(filt, q[:-1])
-        part = term if part is None else part + term
-        total = total + weight
-    return torch.cat([part, total - part.sum(0, keepdim=True)], 0)

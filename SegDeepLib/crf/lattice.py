@@ -164,7 +164,13 @@ def direction_offsets(d: int, device: torch.device) -> torch.Tensor:
 
 def check_feature_range(features: torch.Tensor) -> None:
     """Raise a clear error when scaled features are too large for exact integer lattice keys."""
-    if not torch.isfinite(features).all() or features.abs().max() > MAX_FEATURE:
+    lo, hi = torch.aminmax(features)  # one pass, no temporaries; NaN propagates to lo and hi
+    check_feature_extent(max(abs(float(lo)), abs(float(hi))))
+
+
+def check_feature_extent(extent: float) -> None:
+    """Raise unless the largest absolute scaled feature ``extent`` is finite and small enough."""
+    if not math.isfinite(extent) or extent > MAX_FEATURE:
         raise SegDeepError(
             "CRF lattice: feature range too large for the lattice keys (theta_beta or theta_alpha "
             "far too small for this image); use larger bandwidths or rescale the intensities"

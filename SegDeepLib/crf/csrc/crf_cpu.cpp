@@ -1,99 +1,275 @@
 // SegDeep CRF: multi-threaded CPU permutohedral lattice and separable Gaussian (at::parallel_for).
 //
-// build_lattice(features (N, d) float64) -> (index (N, d+1) int64, weight (N, d+1) float64,
-//                                           neighbors (d+1, 2, M) int64)
+// build_lattice(features (N, d) float64, weight_dtype, force_int64)
+// build_lattice_grid(image (C, *spatial) float32/64, axis_scales [S], channel_scales [C],
+//                    weight_dtype, force_int64)
+//     -> (index (N, d+1), weight (N, d+1), neighbors (d+1, 2, M))
 // lattice_filter(index, weight, neighbors, values (C, N), reverse) -> (C, N)
 // separable_filter(values (C, *spatial), bands [(n_axis, 2R+1)]) -> (C, *spatial)
 //
 // The lattice math is the one of SegDeepLib/crf/lattice.py (Adams et al. 2010, Kraehenbuehl's
-// rounding and ranking); all sizes and offsets are int64.
+// rounding and ranking). The grid build computes the appearance features of the voxels on the fly
+// (position index * axis_scale, intensity / channel_scale, as backends.bilateral_features does),
+// so the (N, d) float64 feature array is never materialised.
+//
+// Index width: index and neighbors are int32 while the vertex count allows it, else int64
+// (force_int64 selects the wide path for tests). Every offset (point * (d+1), vertex * channels)
+// is computed in int64, so lattices beyond 2^31 vertices or values are handled.
+//
+// Build (deterministic, independent of the thread count): the points are cut into fixed chunks
+// (their size depends on N only); each thread takes a contiguous run of chunks and dedupes the
+// vertex keys of one chunk in a small table (sized from the previous chunk's vertex count, so it
+// stays in cache whatever N is), after a tiny direct-mapped cache of recent keys. A key new to
+// its chunk is looked up in the previous chunk's table, which the same thread still holds; only
+// keys found in neither (about one per lattice vertex) reach the global table, which is sized
+// from their exact count. Global ids follow chunk order, then first use inside a chunk.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <limits>
 #include <vector>
 
 namespace {
 
 constexpr int64_t kGrain = 2048;
 constexpr int kMaxDim = 16;
+constexpr int kRecent = 1024;  // direct-mapped cache of recent keys (16 KiB: stays in L1)
+constexpr int64_t kBatch = 16;  // points whose table probes are prefetched together
 
-// Open-addressing hash table of packed int64 keys -> vertex ids (ids in insertion order).
+uint64_t mix(uint64_t x) {
+  x ^= x >> 30;
+  x *= 0xbf58476d1ce4e5b9ULL;
+  x ^= x >> 27;
+  x *= 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+// Open-addressing (linear probing) table of packed keys (>= 0) -> ids; load factor <= 1/2.
 class KeyTable {
  public:
-  explicit KeyTable(int64_t expected = 0) {
-    int64_t cap = 1024;
-    while (cap < 2 * expected) cap <<= 1;
-    slots_.assign(cap, Slot{0, -1});
+  void reset(int64_t expected) {
+    size_t cap = 64;
+    while (cap < 2 * static_cast<size_t>(std::max<int64_t>(expected, 1))) cap <<= 1;
+    if (slots_.size() < cap || slots_.size() > 4 * cap) slots_.resize(cap);
+    cap = slots_.size();
+    std::memset(static_cast<void*>(slots_.data()), 0xff, cap * sizeof(Slot));
+    mask_ = cap - 1;
+    count_ = 0;
   }
-  int64_t insert(int64_t key) {
-    if (2 * (keys_.size() + 1) > slots_.size()) grow();
-    Slot& slot = slots_[find_slot(key)];
-    if (slot.id < 0) {
-      slot.key = key;
-      slot.id = static_cast<int64_t>(keys_.size());
-      keys_.push_back(key);
+  // Id of key (hash h); inserts it with id new_id if absent (inserted = true).
+  int64_t find_or_insert(int64_t key, uint64_t h, int64_t new_id, bool& inserted) {
+    if (2 * (count_ + 1) > slots_.size()) grow();
+    size_t pos = h & mask_;
+    while (slots_[pos].key >= 0) {
+      if (slots_[pos].key == key) {
+        inserted = false;
+        return slots_[pos].id;
+      }
+      pos = (pos + 1) & mask_;
     }
-    return slot.id;
+    slots_[pos] = Slot{key, new_id};
+    ++count_;
+    inserted = true;
+    return new_id;
   }
-  int64_t find(int64_t key) const { return slots_[find_slot(key)].id; }
-  const std::vector<int64_t>& keys() const { return keys_; }
+  int64_t find(int64_t key, uint64_t h) const {
+    if (slots_.empty()) return -1;
+    for (size_t pos = h & mask_;; pos = (pos + 1) & mask_) {
+      if (slots_[pos].key == key) return slots_[pos].id;
+      if (slots_[pos].key < 0) return -1;
+    }
+  }
+  // Hint: the slot of hash h will be probed soon (hides the cache miss of a large table).
+  void prefetch(uint64_t h) const {
+    if (!slots_.empty()) __builtin_prefetch(slots_.data() + (h & mask_));
+  }
 
  private:
   struct Slot {
-    int64_t key;
+    int64_t key;  // -1: empty
     int64_t id;
   };
-  static uint64_t mix(uint64_t x) {
-    x ^= x >> 30;
-    x *= 0xbf58476d1ce4e5b9ULL;
-    x ^= x >> 27;
-    x *= 0x94d049bb133111ebULL;
-    return x ^ (x >> 31);
-  }
-  size_t find_slot(int64_t key) const {
-    const uint64_t mask = slots_.size() - 1;
-    uint64_t pos = mix(static_cast<uint64_t>(key)) & mask;
-    while (slots_[pos].id >= 0 && slots_[pos].key != key) pos = (pos + 1) & mask;
-    return pos;
-  }
   void grow() {
     std::vector<Slot> old;
     old.swap(slots_);
-    slots_.assign(old.size() * 2, Slot{0, -1});
+    slots_.resize(old.size() * 2);
+    std::memset(static_cast<void*>(slots_.data()), 0xff, slots_.size() * sizeof(Slot));
+    mask_ = slots_.size() - 1;
     for (const Slot& s : old) {
-      if (s.id >= 0) slots_[find_slot(s.key)] = s;
+      if (s.key < 0) continue;
+      size_t pos = mix(static_cast<uint64_t>(s.key)) & mask_;
+      while (slots_[pos].key >= 0) pos = (pos + 1) & mask_;
+      slots_[pos] = s;
     }
   }
   std::vector<Slot> slots_;
-  std::vector<int64_t> keys_;
+  size_t mask_ = 0;
+  int64_t count_ = 0;
 };
 
+struct RecentKeys {
+  int64_t key[kRecent];
+  int64_t id[kRecent];
+  void clear() { std::fill(key, key + kRecent, int64_t(-1)); }
+};
+
+// floor/ceil of a double with |v| < 2^63 (keys are bounded far below that by the packing check);
+// avoids libm calls in the per-point loop. Same values as std::floor/std::ceil.
+inline double floor_fast(double v) {
+  const double t = static_cast<double>(static_cast<int64_t>(v));
+  return t > v ? t - 1.0 : t;
+}
+inline double ceil_fast(double v) {
+  const double t = static_cast<double>(static_cast<int64_t>(v));
+  return t < v ? t + 1.0 : t;
+}
+
 // Elevation onto the plane sum(x) = 0: el[j] = sum_k E[k, j] * scale[k] * f[k].
-double elevation_coefficient(int k, int j, const std::vector<double>& scale) {
+double elevation_coefficient(int k, int j, const double* scale) {
   if (k == j - 1) return -static_cast<double>(j) * scale[k];
   return k >= j ? scale[k] : 0.0;
 }
 
-std::vector<double> elevation_scale(int d) {
-  std::vector<double> scale(d);
-  double inv_std = (d + 1) * std::sqrt(2.0 / 3.0);
-  for (int k = 0; k < d; ++k) scale[k] = inv_std / std::sqrt((k + 1.0) * (k + 2.0));
-  return scale;
+// Per-build constants: elevation scales and the key packing (origin and stride per key
+// coordinate, from bounds of the elevated coordinates with room for the neighbour offsets).
+struct Geometry {
+  int d = 0;
+  double scale[kMaxDim];
+  int64_t origin[kMaxDim], stride[kMaxDim];
+  int64_t stride_sum = 0;
+};
+
+Geometry make_geometry(int d, const double* fmin, const double* fmax) {
+  Geometry g;
+  g.d = d;
+  const double inv_std = (d + 1) * std::sqrt(2.0 / 3.0);
+  for (int k = 0; k < d; ++k) g.scale[k] = inv_std / std::sqrt((k + 1.0) * (k + 2.0));
+  double total = 1.0;
+  int64_t acc = 1;
+  const double pad = 4.0 * (d + 1);
+  for (int j = 0; j < d; ++j) {
+    double lo = 0.0, hi = 0.0;
+    for (int k = 0; k < d; ++k) {
+      const double c = elevation_coefficient(k, j, g.scale);
+      lo += std::min(c * fmin[k], c * fmax[k]);
+      hi += std::max(c * fmin[k], c * fmax[k]);
+    }
+    TORCH_CHECK(std::isfinite(lo) && std::isfinite(hi), "CRF lattice: non-finite features");
+    const int64_t origin = static_cast<int64_t>(std::floor(lo - pad));
+    const int64_t extent = static_cast<int64_t>(std::ceil(hi + pad)) - origin + 1;
+    g.origin[j] = origin;
+    g.stride[j] = acc;
+    total *= static_cast<double>(extent);
+    TORCH_CHECK(total < 4.0e18, "CRF lattice: feature range too large for packed lattice keys");
+    acc *= extent;
+  }
+  for (int k = 0; k < d; ++k) g.stride_sum += g.stride[k];
+  return g;
 }
 
-// Simplex of one point: rounding to the nearest remainder-0 point, ranking, barycentric weights
-// (Kraehenbuehl's permutohedral.cpp, written for this project). DC = d if known at compile time.
+// Feature sources: the d scaled features of consecutive points (seek, then next per point).
+struct DenseSource {
+  const double* f;
+  int d;
+  int64_t n;
+  int64_t i = 0;
+  void seek(int64_t b) { i = b; }
+  const double* next(double*) { return f + (i++) * d; }
+  void bounds(double* lo, double* hi) const {
+    const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(64, n / 65536));
+    std::vector<double> plo(parts * d, INFINITY), phi(parts * d, -INFINITY);
+    at::parallel_for(0, parts, 1, [&](int64_t pb, int64_t pe) {
+      for (int64_t p = pb; p < pe; ++p) {
+        const int64_t b = n * p / parts, e = n * (p + 1) / parts;
+        double* l = plo.data() + p * d;
+        double* h = phi.data() + p * d;
+        for (int64_t q = b; q < e; ++q) {
+          for (int k = 0; k < d; ++k) {
+            l[k] = std::min(l[k], f[q * d + k]);
+            h[k] = std::max(h[k], f[q * d + k]);
+          }
+        }
+      }
+    });
+    for (int k = 0; k < d; ++k) {
+      lo[k] = INFINITY;
+      hi[k] = -INFINITY;
+      for (int64_t p = 0; p < parts; ++p) {
+        lo[k] = std::min(lo[k], plo[p * d + k]);
+        hi[k] = std::max(hi[k], phi[p * d + k]);
+      }
+    }
+  }
+};
+
+// Voxel grid in C order: features = (index along each axis * axis_scale, image[ch] / ch_scale).
+template <typename T>
+struct GridSource {
+  int s = 0, c = 0;
+  int64_t n = 0;
+  int64_t shape[kMaxDim];
+  double axis_scale[kMaxDim], ch_scale[kMaxDim];
+  const T* image = nullptr;
+  int64_t i = 0;
+  int64_t coord[kMaxDim];
+  void seek(int64_t b) {
+    i = b;
+    for (int a = s - 1; a >= 0; --a) {
+      coord[a] = b % shape[a];
+      b /= shape[a];
+    }
+  }
+  const double* next(double* buf) {
+    for (int a = 0; a < s; ++a) buf[a] = static_cast<double>(coord[a]) * axis_scale[a];
+    for (int ch = 0; ch < c; ++ch) buf[s + ch] = static_cast<double>(image[ch * n + i]) / ch_scale[ch];
+    ++i;
+    for (int a = s - 1; a >= 0; --a) {
+      if (++coord[a] < shape[a]) break;
+      coord[a] = 0;
+    }
+    return buf;
+  }
+  void bounds(double* lo, double* hi) const {
+    for (int a = 0; a < s; ++a) {
+      lo[a] = 0.0;
+      hi[a] = static_cast<double>(shape[a] - 1) * axis_scale[a];
+    }
+    for (int ch = 0; ch < c; ++ch) {
+      const T* img = image + ch * n;
+      const T init_lo = std::numeric_limits<T>::infinity(), init_hi = -init_lo;
+      std::pair<T, T> r = at::parallel_reduce(
+          0, n, 1 << 16, std::make_pair(init_lo, init_hi),
+          [&](int64_t b, int64_t e, std::pair<T, T> acc) {
+            for (int64_t q = b; q < e; ++q) {
+              acc.first = std::min(acc.first, img[q]);
+              acc.second = std::max(acc.second, img[q]);
+            }
+            return acc;
+          },
+          [](std::pair<T, T> a, std::pair<T, T> b) {
+            return std::make_pair(std::min(a.first, b.first), std::max(a.second, b.second));
+          });
+      lo[s + ch] = static_cast<double>(r.first) / ch_scale[ch];
+      hi[s + ch] = static_cast<double>(r.second) / ch_scale[ch];
+    }
+  }
+};
+
+// Simplex of one point (Kraehenbuehl's permutohedral.cpp rounding and ranking, written for this
+// project): packed keys of its d+1 vertices and barycentric weights. DC = d if known at compile
+// time.
 template <int DC>
-inline void simplex_of_point(const double* f, int dd, const double* scale, int64_t* rem0_out,
-                             int64_t* rank, double* bary) {
-  const int d = DC > 0 ? DC : dd;
+inline void simplex_keys(const double* f, const Geometry& g, int64_t* keys, double* bary) {
+  const int d = DC > 0 ? DC : g.d;
   double elevated[kMaxDim + 1], rem0[kMaxDim + 1];
+  int rank[kMaxDim + 1];
   double sm = 0.0;
   for (int i = d; i >= 1; --i) {
-    const double cf = f[i - 1] * scale[i - 1];
+    const double cf = f[i - 1] * g.scale[i - 1];
     elevated[i] = sm - i * cf;
     sm += cf;
   }
@@ -102,8 +278,8 @@ inline void simplex_of_point(const double* f, int dd, const double* scale, int64
   int64_t total = 0;
   for (int i = 0; i <= d; ++i) {
     const double v = elevated[i] * down_factor;
-    const double up = std::ceil(v) * (d + 1);
-    const double dn = std::floor(v) * (d + 1);
+    const double up = ceil_fast(v) * (d + 1);
+    const double dn = floor_fast(v) * (d + 1);
     rem0[i] = (up - elevated[i] < elevated[i] - dn) ? up : dn;
     total += static_cast<int64_t>(rem0[i]);
     rank[i] = 0;
@@ -120,18 +296,18 @@ inline void simplex_of_point(const double* f, int dd, const double* scale, int64
     for (int i = 0; i <= d; ++i) {
       if (rank[i] >= d + 1 - total) {
         rem0[i] -= d + 1;
-        rank[i] += total - (d + 1);
+        rank[i] += static_cast<int>(total) - (d + 1);
       } else {
-        rank[i] += total;
+        rank[i] += static_cast<int>(total);
       }
     }
   } else if (total < 0) {
     for (int i = 0; i <= d; ++i) {
       if (rank[i] < -total) {
         rem0[i] += d + 1;
-        rank[i] += (d + 1) + total;
+        rank[i] += (d + 1) + static_cast<int>(total);
       } else {
-        rank[i] += total;
+        rank[i] += static_cast<int>(total);
       }
     }
   }
@@ -142,206 +318,340 @@ inline void simplex_of_point(const double* f, int dd, const double* scale, int64
     bary[d - rank[i] + 1] -= v;
   }
   bary[0] += 1.0 + bary[d + 1];
-  for (int i = 0; i <= d; ++i) rem0_out[i] = static_cast<int64_t>(rem0[i]);
+  // Vertex r has key coordinates rem0[k] + r - (d+1) [rank[k] > d - r] (k < d); packed, vertex
+  // r + 1 differs from vertex r by stride_sum - (d+1) stride[k] for the k of rank d - r.
+  int64_t key = 0;
+  int by_rank[kMaxDim + 1];
+  for (int k = 0; k <= d; ++k) by_rank[rank[k]] = k;
+  for (int k = 0; k < d; ++k) key += (static_cast<int64_t>(rem0[k]) - g.origin[k]) * g.stride[k];
+  keys[0] = key;
+  for (int r = 1; r <= d; ++r) {
+    const int k = by_rank[d - r + 1];
+    key += g.stride_sum - (k < d ? (d + 1) * g.stride[k] : 0);
+    keys[r] = key;
+  }
 }
 
-// Key packing: origin and stride per key coordinate, from bounds of the elevated coordinates
-// derived from the feature ranges (interval arithmetic), with room for the neighbour offsets.
-struct Packing {
-  std::vector<int64_t> origin, stride;
+// Keys first seen in one chunk, in order of first use, and for each the id it has in the
+// previous chunk's table (-1: not there, or the previous chunk belongs to another thread).
+struct ChunkKeys {
+  std::vector<int64_t> keys;
+  std::vector<int32_t> link;
 };
 
-Packing make_packing(const double* f, int64_t n, int d, const std::vector<double>& scale) {
-  std::vector<double> fmin(d, INFINITY), fmax(d, -INFINITY);
-  for (int64_t i = 0; i < n; ++i) {
-    for (int k = 0; k < d; ++k) {
-      fmin[k] = std::min(fmin[k], f[i * d + k]);
-      fmax[k] = std::max(fmax[k], f[i * d + k]);
-    }
-  }
-  Packing pk{std::vector<int64_t>(d), std::vector<int64_t>(d)};
-  double total = 1.0;
-  int64_t acc = 1;
-  const double pad = 4.0 * (d + 1);
-  for (int j = 0; j < d; ++j) {
-    double lo = 0.0, hi = 0.0;
-    for (int k = 0; k < d; ++k) {
-      const double c = elevation_coefficient(k, j, scale);
-      lo += std::min(c * fmin[k], c * fmax[k]);
-      hi += std::max(c * fmin[k], c * fmax[k]);
-    }
-    const int64_t origin = static_cast<int64_t>(std::floor(lo - pad));
-    const int64_t extent = static_cast<int64_t>(std::ceil(hi + pad)) - origin + 1;
-    pk.origin[j] = origin;
-    pk.stride[j] = acc;
-    total *= static_cast<double>(extent);
-    TORCH_CHECK(total < 4.0e18, "CRF lattice: feature range too large for packed lattice keys");
-    acc *= extent;
-  }
-  return pk;
+// Chunk length: a function of N only (the lattice does not depend on the thread count).
+int64_t chunk_length(int64_t n) {
+  const int64_t target = n / 16;
+  return std::max<int64_t>(4096, std::min<int64_t>(int64_t(1) << 16, target));
 }
 
-// One pass per thread chunk: simplex, weights, packed keys deduplicated in a thread-local table
-// (index holds local ids afterwards).
-template <int DC, typename WT>
-void local_pass(const double* f, int64_t n, int dd, const std::vector<double>& scale,
-                const Packing& pk, int64_t* idx, WT* w, std::vector<KeyTable>& local,
-                int64_t chunk) {
-  const int d = DC > 0 ? DC : dd;
-  const int nchunks = static_cast<int>(local.size());
+// Local pass: simplex, weights and chunk-local vertex ids of every point.
+template <int DC, typename Source, typename WT>
+void local_pass(const Source& source, const Geometry& g, int64_t n, int64_t chunk, int32_t* idx,
+                WT* w, std::vector<ChunkKeys>& chunks) {
+  const int d = DC > 0 ? DC : g.d;
+  const int64_t nchunks = static_cast<int64_t>(chunks.size());
   at::parallel_for(0, nchunks, 1, [&](int64_t tb, int64_t te) {
-    int64_t rem0[kMaxDim + 1], rank[kMaxDim + 1];
-    double bary[kMaxDim + 2];
+    Source src = source;
+    KeyTable cur, prev;
+    std::vector<RecentKeys> recent_buf(1);
+    RecentKeys& recent = recent_buf[0];
+    double fbuf[kMaxDim], bary[kMaxDim + 2];
+    int64_t keys[kBatch * (kMaxDim + 1)];
+    uint64_t hashes[kBatch * (kMaxDim + 1)];
+    int64_t expected = chunk / 8 + 64;
     for (int64_t t = tb; t < te; ++t) {
       const int64_t b = t * chunk, e = std::min(n, b + chunk);
-      KeyTable tab(std::max<int64_t>(0, e - b) / 32 + 16);
-      // Neighbouring points (consecutive voxels) share most simplex vertices: check the previous
-      // point's keys before the hash table.
-      int64_t prev_key[kMaxDim + 1], prev_id[kMaxDim + 1], cur_key[kMaxDim + 1];
-      for (int r = 0; r <= d; ++r) prev_key[r] = -1;
-      for (int64_t i = b; i < e; ++i) {
-        simplex_of_point<DC>(f + i * d, d, scale.data(), rem0, rank, bary);
-        for (int r = 0; r <= d; ++r) {
-          int64_t packed = 0;
-          for (int k = 0; k < d; ++k) {
-            const int64_t key = rem0[k] + r - ((rank[k] > d - r) ? (d + 1) : 0);
-            packed += (key - pk.origin[k]) * pk.stride[k];
+      ChunkKeys& ck = chunks[t];
+      cur.reset(expected);
+      recent.clear();
+      ck.keys.reserve(expected);
+      ck.link.reserve(expected);
+      src.seek(b);
+      for (int64_t i0 = b; i0 < e; i0 += kBatch) {
+        const int64_t i1 = std::min(e, i0 + kBatch);
+        // Simplices of a batch of points first, prefetching the table slots of keys that miss
+        // the recent-key cache; then the lookups, in point order.
+        for (int64_t i = i0; i < i1; ++i) {
+          int64_t* k = keys + (i - i0) * (d + 1);
+          simplex_keys<DC>(src.next(fbuf), g, k, bary);
+          WT* out_w = w + i * (d + 1);
+          for (int r = 0; r <= d; ++r) {
+            out_w[r] = static_cast<WT>(bary[r]);
+            const uint64_t h = mix(static_cast<uint64_t>(k[r]));
+            hashes[(i - i0) * (d + 1) + r] = h;
+            if (recent.key[(h >> 40) & (kRecent - 1)] != k[r]) {
+              cur.prefetch(h);
+              if (t > tb) prev.prefetch(h);
+            }
           }
-          int64_t id = -1;
-          for (int q = 0; q <= d; ++q) {
-            if (prev_key[q] == packed) id = prev_id[q];
-          }
-          if (id < 0) id = tab.insert(packed);
-          cur_key[r] = packed;
-          idx[i * (d + 1) + r] = id;
-          w[i * (d + 1) + r] = static_cast<WT>(bary[r]);
         }
-        for (int r = 0; r <= d; ++r) {
-          prev_key[r] = cur_key[r];
-          prev_id[r] = idx[i * (d + 1) + r];
+        for (int64_t p = 0; p < (i1 - i0) * (d + 1); ++p) {
+          const int64_t key = keys[p];
+          const uint64_t h = hashes[p];
+          const int slot = static_cast<int>((h >> 40) & (kRecent - 1));
+          int64_t id;
+          if (recent.key[slot] == key) {
+            id = recent.id[slot];
+          } else {
+            bool inserted;
+            id = cur.find_or_insert(key, h, static_cast<int64_t>(ck.keys.size()), inserted);
+            if (inserted) {
+              ck.keys.push_back(key);
+              ck.link.push_back(t > tb ? static_cast<int32_t>(prev.find(key, h)) : -1);
+            }
+            recent.key[slot] = key;
+            recent.id[slot] = id;
+          }
+          idx[i0 * (d + 1) + p] = static_cast<int32_t>(id);
         }
       }
-      local[t] = std::move(tab);
+      expected = static_cast<int64_t>(ck.keys.size()) * 5 / 4 + 64;
+      std::swap(cur, prev);
     }
   });
 }
 
-template <typename WT>
-void run_local_pass(const double* f, int64_t n, int d, const std::vector<double>& scale,
-                    const Packing& pk, int64_t* idx, WT* w, std::vector<KeyTable>& local,
-                    int64_t chunk) {
-  switch (d) {
-    case 2: local_pass<2, WT>(f, n, d, scale, pk, idx, w, local, chunk); break;
-    case 3: local_pass<3, WT>(f, n, d, scale, pk, idx, w, local, chunk); break;
-    case 4: local_pass<4, WT>(f, n, d, scale, pk, idx, w, local, chunk); break;
-    case 5: local_pass<5, WT>(f, n, d, scale, pk, idx, w, local, chunk); break;
-    default: local_pass<0, WT>(f, n, d, scale, pk, idx, w, local, chunk); break;
+template <typename Source, typename WT>
+void run_local_pass(const Source& src, const Geometry& g, int64_t n, int64_t chunk, int32_t* idx,
+                    WT* w, std::vector<ChunkKeys>& chunks) {
+  switch (g.d) {
+    case 2: local_pass<2>(src, g, n, chunk, idx, w, chunks); break;
+    case 3: local_pass<3>(src, g, n, chunk, idx, w, chunks); break;
+    case 4: local_pass<4>(src, g, n, chunk, idx, w, chunks); break;
+    case 5: local_pass<5>(src, g, n, chunk, idx, w, chunks); break;
+    default: local_pass<0>(src, g, n, chunk, idx, w, chunks); break;
   }
+}
+
+// Global ids of the chunk-local vertices (serial, chunk order): a key linked to the previous
+// chunk takes that chunk's id, any other is looked up in (or added to) the global table.
+std::vector<std::vector<int64_t>> merge_chunks(std::vector<ChunkKeys>& chunks, KeyTable& global,
+                                               std::vector<int64_t>& global_keys) {
+  int64_t candidates = 0;
+  for (const ChunkKeys& ck : chunks) {
+    for (int32_t l : ck.link) candidates += l < 0;
+  }
+  global.reset(candidates);
+  global_keys.reserve(candidates);
+  std::vector<std::vector<int64_t>> remap(chunks.size());
+  for (size_t t = 0; t < chunks.size(); ++t) {
+    ChunkKeys& ck = chunks[t];
+    std::vector<int64_t>& rm = remap[t];
+    const size_t count = ck.keys.size();
+    rm.resize(count);
+    constexpr size_t kAhead = 32;  // prefetch distance (keys) into the global table
+    for (size_t a = 0; a < std::min(count, kAhead); ++a) {
+      if (ck.link[a] < 0) global.prefetch(mix(static_cast<uint64_t>(ck.keys[a])));
+    }
+    for (size_t a = 0; a < count; ++a) {
+      if (a + kAhead < count && ck.link[a + kAhead] < 0) {
+        global.prefetch(mix(static_cast<uint64_t>(ck.keys[a + kAhead])));
+      }
+      if (ck.link[a] >= 0) {
+        rm[a] = remap[t - 1][ck.link[a]];
+        continue;
+      }
+      const int64_t key = ck.keys[a];
+      bool inserted;
+      rm[a] = global.find_or_insert(key, mix(static_cast<uint64_t>(key)),
+                                    static_cast<int64_t>(global_keys.size()), inserted);
+      if (inserted) global_keys.push_back(key);
+    }
+    ChunkKeys().keys.swap(ck.keys);
+    ChunkKeys().link.swap(ck.link);
+  }
+  return remap;
+}
+
+template <typename IT>
+void remap_index(const int32_t* local, IT* out, int64_t n, int d, int64_t chunk,
+                 const std::vector<std::vector<int64_t>>& remap) {
+  at::parallel_for(0, static_cast<int64_t>(remap.size()), 1, [&](int64_t tb, int64_t te) {
+    for (int64_t t = tb; t < te; ++t) {
+      const int64_t* rm = remap[t].data();
+      const int64_t b = t * chunk * (d + 1), e = std::min(n, (t + 1) * chunk) * (d + 1);
+      for (int64_t p = b; p < e; ++p) out[p] = static_cast<IT>(rm[local[p]]);
+    }
+  });
+}
+
+template <typename IT>
+void find_neighbors(const KeyTable& global, const std::vector<int64_t>& keys, const Geometry& g,
+                    IT* nb) {
+  const int d = g.d;
+  const int64_t m = static_cast<int64_t>(keys.size());
+  int64_t shift[kMaxDim + 1];
+  for (int j = 0; j <= d; ++j) {
+    shift[j] = 0;
+    for (int k = 0; k < d; ++k) shift[j] += (k == j ? d : -1) * g.stride[k];
+  }
+  constexpr int64_t kVerts = 8;  // vertices whose 2 (d+1) neighbour probes are prefetched together
+  at::parallel_for(0, m, kGrain, [&](int64_t b, int64_t e) {
+    uint64_t hashes[kVerts * 2 * (kMaxDim + 1)];
+    for (int64_t v0 = b; v0 < e; v0 += kVerts) {
+      const int64_t v1 = std::min(e, v0 + kVerts);
+      for (int64_t v = v0; v < v1; ++v) {
+        for (int q = 0; q < 2 * (d + 1); ++q) {
+          const int64_t key = keys[v] + ((q & 1) == 0 ? shift[q / 2] : -shift[q / 2]);
+          const uint64_t h = mix(static_cast<uint64_t>(key));
+          hashes[(v - v0) * 2 * (d + 1) + q] = h;
+          global.prefetch(h);
+        }
+      }
+      for (int64_t v = v0; v < v1; ++v) {
+        for (int q = 0; q < 2 * (d + 1); ++q) {
+          const int64_t key = keys[v] + ((q & 1) == 0 ? shift[q / 2] : -shift[q / 2]);
+          const int64_t found = global.find(key, hashes[(v - v0) * 2 * (d + 1) + q]);
+          nb[static_cast<int64_t>(q) * m + v] = static_cast<IT>(found < 0 ? m : found);
+        }
+      }
+    }
+  });
+}
+
+template <typename Source>
+std::vector<torch::Tensor> build_from(const Source& src, int64_t n, int d,
+                                      c10::ScalarType weight_dtype, bool force_int64) {
+  TORCH_CHECK(d >= 1 && d <= kMaxDim, "CRF lattice: 1 to 16 features supported");
+  TORCH_CHECK(n > 0, "CRF lattice: no points");
+  TORCH_CHECK(weight_dtype == torch::kFloat64 || weight_dtype == torch::kFloat32,
+              "weights must be float32 or float64");
+  double fmin[kMaxDim], fmax[kMaxDim];
+  src.bounds(fmin, fmax);
+  const Geometry g = make_geometry(d, fmin, fmax);
+  const int64_t chunk = chunk_length(n);
+  TORCH_CHECK(chunk * (d + 1) < std::numeric_limits<int32_t>::max(), "CRF lattice: chunk too big");
+  std::vector<ChunkKeys> chunks((n + chunk - 1) / chunk);
+  auto opts32 = torch::TensorOptions().dtype(torch::kInt32);
+  torch::Tensor index = torch::empty({n, d + 1}, opts32);
+  torch::Tensor weight = torch::empty({n, d + 1}, torch::TensorOptions().dtype(weight_dtype));
+  int32_t* idx = index.data_ptr<int32_t>();
+  if (weight_dtype == torch::kFloat64) {
+    run_local_pass(src, g, n, chunk, idx, weight.data_ptr<double>(), chunks);
+  } else {
+    run_local_pass(src, g, n, chunk, idx, weight.data_ptr<float>(), chunks);
+  }
+  KeyTable global;
+  std::vector<int64_t> keys;
+  const std::vector<std::vector<int64_t>> remap = merge_chunks(chunks, global, keys);
+  const int64_t m = static_cast<int64_t>(keys.size());
+  const bool wide = force_int64 || m + 1 > std::numeric_limits<int32_t>::max();
+  torch::Tensor neighbors;
+  if (wide) {
+    torch::Tensor wide_index = torch::empty({n, d + 1}, torch::TensorOptions().dtype(torch::kInt64));
+    remap_index(idx, wide_index.data_ptr<int64_t>(), n, d, chunk, remap);
+    index = wide_index;
+    neighbors = torch::empty({d + 1, 2, m}, torch::TensorOptions().dtype(torch::kInt64));
+    find_neighbors(global, keys, g, neighbors.data_ptr<int64_t>());
+  } else {
+    remap_index(idx, idx, n, d, chunk, remap);
+    neighbors = torch::empty({d + 1, 2, m}, opts32);
+    find_neighbors(global, keys, g, neighbors.data_ptr<int32_t>());
+  }
+  return {index, weight, neighbors};
 }
 
 }  // namespace
 
-// weight_dtype: the dtype of the returned barycentric weights (computed in float64).
-std::vector<torch::Tensor> build_lattice(torch::Tensor features, c10::ScalarType weight_dtype) {
+std::vector<torch::Tensor> build_lattice(torch::Tensor features, c10::ScalarType weight_dtype,
+                                         bool force_int64) {
   TORCH_CHECK(features.dim() == 2 && features.scalar_type() == torch::kFloat64,
               "features must be (N, d) float64");
   features = features.contiguous();
-  const int64_t n = features.size(0);
-  const int d = static_cast<int>(features.size(1));
-  TORCH_CHECK(d >= 1 && d <= kMaxDim, "CRF lattice: 1 to 16 features supported");
-  const double* f = features.data_ptr<double>();
-  const std::vector<double> scale = elevation_scale(d);
-  const Packing pk = make_packing(f, n, d, scale);
-  auto opts_l = torch::TensorOptions().dtype(torch::kInt64);
-  torch::Tensor index = torch::empty({n, d + 1}, opts_l);
-  TORCH_CHECK(weight_dtype == torch::kFloat64 || weight_dtype == torch::kFloat32,
-              "weights must be float32 or float64");
-  torch::Tensor weight = torch::empty({n, d + 1}, torch::TensorOptions().dtype(weight_dtype));
-  int64_t* idx = index.data_ptr<int64_t>();
-  // Chunks dedupe their own keys; local tables are merged in chunk order (deterministic for a
-  // given thread count) and the ids remapped in parallel.
-  const int nchunks = std::max(1, at::get_num_threads());
-  const int64_t chunk = (n + nchunks - 1) / nchunks;
-  std::vector<KeyTable> local(nchunks);
-  if (weight_dtype == torch::kFloat64) {
-    run_local_pass<double>(f, n, d, scale, pk, idx, weight.data_ptr<double>(), local, chunk);
-  } else {
-    run_local_pass<float>(f, n, d, scale, pk, idx, weight.data_ptr<float>(), local, chunk);
-  }
-  KeyTable table(n / 4 + 16);
-  std::vector<std::vector<int64_t>> remap(nchunks);
-  for (int t = 0; t < nchunks; ++t) {
-    const std::vector<int64_t>& lk = local[t].keys();
-    remap[t].resize(lk.size());
-    for (size_t v = 0; v < lk.size(); ++v) remap[t][v] = table.insert(lk[v]);
-    local[t] = KeyTable();
-  }
-  at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) {
-      const std::vector<int64_t>& rm = remap[i / chunk];
-      for (int r = 0; r <= d; ++r) idx[i * (d + 1) + r] = rm[idx[i * (d + 1) + r]];
+  DenseSource src{features.data_ptr<double>(), static_cast<int>(features.size(1)),
+                  features.size(0)};
+  return build_from(src, features.size(0), static_cast<int>(features.size(1)), weight_dtype,
+                    force_int64);
+}
+
+std::vector<torch::Tensor> build_lattice_grid(torch::Tensor image, std::vector<double> axis_scales,
+                                              std::vector<double> channel_scales,
+                                              c10::ScalarType weight_dtype, bool force_int64) {
+  const int s = static_cast<int>(axis_scales.size());
+  const int c = static_cast<int>(channel_scales.size());
+  TORCH_CHECK(image.dim() == s + 1 && image.size(0) == c,
+              "image must be (C, *spatial) with one scale per axis and per channel");
+  TORCH_CHECK(s + c <= kMaxDim, "CRF lattice: 1 to 16 features supported");
+  image = image.contiguous();
+  const int64_t n = image[0].numel();
+  for (double v : axis_scales) TORCH_CHECK(v >= 0 && std::isfinite(v), "axis scales >= 0");
+  for (double v : channel_scales) TORCH_CHECK(v > 0 && std::isfinite(v), "channel scales > 0");
+  std::vector<torch::Tensor> out;
+  AT_DISPATCH_FLOATING_TYPES(image.scalar_type(), "build_lattice_grid", [&] {
+    GridSource<scalar_t> src;
+    src.s = s;
+    src.c = c;
+    src.n = n;
+    src.image = image.data_ptr<scalar_t>();
+    for (int a = 0; a < s; ++a) {
+      src.shape[a] = image.size(a + 1);
+      src.axis_scale[a] = axis_scales[a];
     }
+    for (int ch = 0; ch < c; ++ch) src.ch_scale[ch] = channel_scales[ch];
+    out = build_from(src, n, s + c, weight_dtype, force_int64);
   });
-  const std::vector<int64_t>& keys = table.keys();
-  const int64_t m = static_cast<int64_t>(keys.size());
-  torch::Tensor neighbors = torch::empty({d + 1, 2, m}, opts_l);
-  int64_t* nb = neighbors.data_ptr<int64_t>();
-  std::vector<int64_t> shift(d + 1, 0);
-  for (int j = 0; j <= d; ++j) {
-    for (int k = 0; k < d; ++k) shift[j] += (k == j ? d : -1) * pk.stride[k];
-  }
-  at::parallel_for(0, m, kGrain, [&](int64_t b, int64_t e) {
-    for (int j = 0; j <= d; ++j) {
-      for (int side = 0; side < 2; ++side) {
-        const int64_t sgn = side == 0 ? 1 : -1;
-        int64_t* out = nb + (static_cast<int64_t>(j) * 2 + side) * m;
-        for (int64_t v = b; v < e; ++v) {
-          const int64_t found = table.find(keys[v] + sgn * shift[j]);
-          out[v] = found < 0 ? m : found;
-        }
-      }
-    }
-  });
-  return {index, weight, neighbors};
+  return out;
 }
 
 namespace {
 
-template <typename T>
-void splat_impl(const int64_t* idx, const T* w, const T* vals, int64_t n, int d, int64_t c,
-                int64_t m, T* lat) {
-  int nthreads = at::get_num_threads();
-  std::vector<T> buffers(static_cast<size_t>(nthreads) * (m + 1) * c, T(0));
+// Splat: each thread adds its points into its own (m+1, c) buffer; the buffers are then summed.
+template <typename T, typename IT, int DP>
+void splat_impl(const IT* idx, const T* w, const T* vals, const T* div, int64_t n, int dp,
+                int64_t c, int64_t m, T* lat) {
+  const int D = DP > 0 ? DP : dp;
+  const int nthreads = at::get_num_threads();
+  const int64_t len = (m + 1) * c;
+  std::vector<T> buffers(static_cast<size_t>(std::max(0, nthreads - 1)) * len);
+  std::fill(lat, lat + len, T(0));
   at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
-    T* buf = buffers.data() + static_cast<size_t>(at::get_thread_num()) * (m + 1) * c;
+    const int tid = at::get_thread_num();
+    T* buf = tid == 0 ? lat : buffers.data() + static_cast<size_t>(tid - 1) * len;
+    if (c == 1) {
+      for (int64_t i = b; i < e; ++i) {
+        const T x = div ? vals[i] / div[i] : vals[i];
+        for (int r = 0; r < D; ++r) buf[idx[i * D + r]] += w[i * D + r] * x;
+      }
+      return;
+    }
     for (int64_t i = b; i < e; ++i) {
-      for (int r = 0; r <= d; ++r) {
-        const int64_t v = idx[i * (d + 1) + r];
-        const T wr = w[i * (d + 1) + r];
-        for (int64_t ch = 0; ch < c; ++ch) buf[v * c + ch] += wr * vals[ch * n + i];
+      for (int r = 0; r < D; ++r) {
+        T* dst = buf + static_cast<int64_t>(idx[i * D + r]) * c;
+        const T wr = w[i * D + r];
+        if (div) {
+          for (int64_t ch = 0; ch < c; ++ch) dst[ch] += wr * (vals[ch * n + i] / div[i]);
+        } else {
+          for (int64_t ch = 0; ch < c; ++ch) dst[ch] += wr * vals[ch * n + i];
+        }
       }
     }
   });
-  at::parallel_for(0, (m + 1) * c, kGrain, [&](int64_t b, int64_t e) {
-    for (int64_t p = b; p < e; ++p) {
-      T s = 0;
-      for (int t = 0; t < nthreads; ++t) s += buffers[static_cast<size_t>(t) * (m + 1) * c + p];
-      lat[p] = s;
-    }
-  });
+  if (nthreads > 1) {
+    at::parallel_for(0, len, kGrain, [&](int64_t b, int64_t e) {
+      for (int t = 0; t < nthreads - 1; ++t) {
+        const T* src = buffers.data() + static_cast<size_t>(t) * len;
+        for (int64_t p = b; p < e; ++p) lat[p] += src[p];
+      }
+    });
+  }
 }
 
-template <typename T>
-void blur_impl(const int64_t* nb, int d, int64_t c, int64_t m, bool reverse, T*& lat, T*& tmp) {
+template <typename T, typename IT>
+void blur_impl(const IT* nb, int d, int64_t c, int64_t m, bool reverse, T*& lat, T*& tmp) {
   for (int step = 0; step <= d; ++step) {
     const int j = reverse ? d - step : step;
-    const int64_t* n1 = nb + static_cast<int64_t>(j) * 2 * m;
-    const int64_t* n2 = n1 + m;
+    const IT* n1 = nb + static_cast<int64_t>(j) * 2 * m;
+    const IT* n2 = n1 + m;
     const T* src = lat;
     T* dst = tmp;
     at::parallel_for(0, m, kGrain, [&](int64_t b, int64_t e) {
+      if (c == 1) {
+        for (int64_t v = b; v < e; ++v) dst[v] = src[v] + T(0.5) * (src[n1[v]] + src[n2[v]]);
+        return;
+      }
       for (int64_t v = b; v < e; ++v) {
-        const int64_t a = n1[v] * c, z = n2[v] * c;
+        const int64_t a = static_cast<int64_t>(n1[v]) * c, z = static_cast<int64_t>(n2[v]) * c;
         for (int64_t ch = 0; ch < c; ++ch)
           dst[v * c + ch] = src[v * c + ch] + T(0.5) * (src[a + ch] + src[z + ch]);
       }
@@ -351,24 +661,96 @@ void blur_impl(const int64_t* nb, int d, int64_t c, int64_t m, bool reverse, T*&
   }
 }
 
-template <typename T>
-void slice_impl(const int64_t* idx, const T* w, const T* lat, int64_t n, int d, int64_t c, T* out) {
+template <typename T, typename IT, int DP>
+void slice_impl(const IT* idx, const T* w, const T* lat, const T* div, int64_t n, int dp,
+                int64_t c, T* out) {
+  const int D = DP > 0 ? DP : dp;
   at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) {
-      for (int64_t ch = 0; ch < c; ++ch) {
+    if (c == 1) {
+      for (int64_t i = b; i < e; ++i) {
         T s = 0;
-        for (int r = 0; r <= d; ++r) s += w[i * (d + 1) + r] * lat[idx[i * (d + 1) + r] * c + ch];
-        out[ch * n + i] = s;
+        for (int r = 0; r < D; ++r) s += w[i * D + r] * lat[idx[i * D + r]];
+        out[i] = div ? s / div[i] : s;
+      }
+      return;
+    }
+    for (int64_t i = b; i < e; ++i) {
+      for (int64_t ch = 0; ch < c; ++ch) out[ch * n + i] = 0;
+      for (int r = 0; r < D; ++r) {
+        const T* src = lat + static_cast<int64_t>(idx[i * D + r]) * c;
+        const T wr = w[i * D + r];
+        for (int64_t ch = 0; ch < c; ++ch) out[ch * n + i] += wr * src[ch];
+      }
+      if (div) {
+        for (int64_t ch = 0; ch < c; ++ch) out[ch * n + i] /= div[i];
       }
     }
   });
 }
 
+// Pointers of one filtering: values (c, n) are divided by div_before (n) before the splat and
+// the result by div_after (n) after the slice (either may be null).
+template <typename T, typename IT>
+struct FilterArgs {
+  const IT* idx;
+  const T* w;
+  const IT* nb;
+  const T* vals;
+  const T* div_before;
+  const T* div_after;
+  T* out;
+  int64_t n, c, m;
+  int d;
+  bool reverse;
+};
+
+template <typename T, typename IT, int DP>
+void filter_impl(const FilterArgs<T, IT>& a) {
+  std::vector<T> buf_a((a.m + 1) * a.c), buf_b((a.m + 1) * a.c);
+  T* lat = buf_a.data();
+  T* tmp = buf_b.data();
+  splat_impl<T, IT, DP>(a.idx, a.w, a.vals, a.div_before, a.n, a.d + 1, a.c, a.m, lat);
+  blur_impl<T, IT>(a.nb, a.d, a.c, a.m, a.reverse, lat, tmp);
+  slice_impl<T, IT, DP>(a.idx, a.w, lat, a.div_after, a.n, a.d + 1, a.c, a.out);
+}
+
+template <typename T, typename IT>
+void filter_dispatch(const FilterArgs<T, IT>& a) {
+  switch (a.d) {
+    case 2: filter_impl<T, IT, 3>(a); break;
+    case 3: filter_impl<T, IT, 4>(a); break;
+    case 4: filter_impl<T, IT, 5>(a); break;
+    default: filter_impl<T, IT, 0>(a); break;
+  }
+}
+
+// A caller's buffer that can hold a result shaped like values.
+bool usable_buffer(const c10::optional<torch::Tensor>& buf, const torch::Tensor& values) {
+  return buf.has_value() && buf->defined() && buf->sizes() == values.sizes() &&
+         buf->scalar_type() == values.scalar_type() && buf->is_contiguous() &&
+         buf->device() == values.device();
+}
+
+template <typename T>
+const T* optional_ptr(const c10::optional<torch::Tensor>& t, int64_t n, c10::ScalarType dtype,
+                      torch::Tensor& keep) {
+  if (!t.has_value() || !t->defined()) return nullptr;
+  keep = t->to(dtype).contiguous();
+  TORCH_CHECK(keep.numel() == n, "normaliser must have one value per point");
+  return keep.data_ptr<T>();
+}
+
 }  // namespace
 
 torch::Tensor lattice_filter(torch::Tensor index, torch::Tensor weight, torch::Tensor neighbors,
-                             torch::Tensor values, bool reverse) {
+                             torch::Tensor values, bool reverse,
+                             c10::optional<torch::Tensor> divide_before,
+                             c10::optional<torch::Tensor> divide_after,
+                             c10::optional<torch::Tensor> out_buffer) {
   TORCH_CHECK(values.dim() == 2, "values must be (C, N)");
+  TORCH_CHECK(index.scalar_type() == neighbors.scalar_type() &&
+                  (index.scalar_type() == torch::kInt32 || index.scalar_type() == torch::kInt64),
+              "index and neighbors must both be int32 or both int64");
   index = index.contiguous();
   neighbors = neighbors.contiguous();
   values = values.contiguous();
@@ -376,46 +758,79 @@ torch::Tensor lattice_filter(torch::Tensor index, torch::Tensor weight, torch::T
   const int64_t c = values.size(0), n = values.size(1);
   const int d = static_cast<int>(index.size(1)) - 1;
   const int64_t m = neighbors.size(2);
-  torch::Tensor out = torch::empty_like(values);
+  TORCH_CHECK(index.size(0) == n && weight.size(0) == n, "index, weight and values: same N");
+  // The splat reads all values before the slice writes: out_buffer may even be values itself.
+  torch::Tensor out = usable_buffer(out_buffer, values) ? *out_buffer : torch::empty_like(values);
   AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "lattice_filter", [&] {
-    std::vector<scalar_t> a((m + 1) * c), b((m + 1) * c);
-    scalar_t* lat = a.data();
-    scalar_t* tmp = b.data();
-    splat_impl<scalar_t>(index.data_ptr<int64_t>(), weight.data_ptr<scalar_t>(),
-                         values.data_ptr<scalar_t>(), n, d, c, m, lat);
-    blur_impl<scalar_t>(neighbors.data_ptr<int64_t>(), d, c, m, reverse, lat, tmp);
-    slice_impl<scalar_t>(index.data_ptr<int64_t>(), weight.data_ptr<scalar_t>(), lat, n, d, c,
-                         out.data_ptr<scalar_t>());
+    torch::Tensor keep_before, keep_after;
+    const scalar_t* before = optional_ptr<scalar_t>(divide_before, n, values.scalar_type(), keep_before);
+    const scalar_t* after = optional_ptr<scalar_t>(divide_after, n, values.scalar_type(), keep_after);
+    if (index.scalar_type() == torch::kInt32) {
+      filter_dispatch(FilterArgs<scalar_t, int32_t>{
+          index.data_ptr<int32_t>(), weight.data_ptr<scalar_t>(), neighbors.data_ptr<int32_t>(),
+          values.data_ptr<scalar_t>(), before, after, out.data_ptr<scalar_t>(), n, c, m, d,
+          reverse});
+    } else {
+      filter_dispatch(FilterArgs<scalar_t, int64_t>{
+          index.data_ptr<int64_t>(), weight.data_ptr<scalar_t>(), neighbors.data_ptr<int64_t>(),
+          values.data_ptr<scalar_t>(), before, after, out.data_ptr<scalar_t>(), n, c, m, d,
+          reverse});
+    }
   });
   return out;
 }
 
 namespace {
 
-// One 1D band pass along the middle axis of a (outer, n, inner) contiguous array.
+constexpr int64_t kBlock = 1024;  // inner elements per tile of a band pass (cache blocking)
+
+// One 1D band pass along the middle axis of a contiguous (outer, n, inner) array, inner > 1:
+// tiles of kBlock inner elements, so the 2R+1 input rows of a tile stay in cache.
 template <typename T>
-void band_pass(const T* src, T* dst, const T* band, int64_t outer, int64_t n, int64_t inner,
-               int64_t width) {
+void band_pass_strided(const T* src, T* dst, const T* band, int64_t outer, int64_t n,
+                       int64_t inner, int64_t width) {
   const int64_t radius = (width - 1) / 2;
-  at::parallel_for(0, outer * n, 16, [&](int64_t b, int64_t e) {
-    for (int64_t p = b; p < e; ++p) {
-      const int64_t o = p / n, i = p % n;
-      const int64_t t0 = std::max<int64_t>(0, radius - i);
-      const int64_t t1 = std::min<int64_t>(width, n - i + radius);
-      T* out = dst + (o * n + i) * inner;
-      const T* row = band + i * width;
-      if (inner == 1) {
-        T s = 0;
-        const T* in = src + o * n + i - radius;
-        for (int64_t t = t0; t < t1; ++t) s += row[t] * in[t];
-        out[0] = s;
-        continue;
+  const int64_t blocks = (inner + kBlock - 1) / kBlock;
+  at::parallel_for(0, outer * blocks, 1, [&](int64_t pb, int64_t pe) {
+    for (int64_t p = pb; p < pe; ++p) {
+      const int64_t o = p / blocks, q0 = (p % blocks) * kBlock;
+      const int64_t len = std::min(kBlock, inner - q0);
+      const T* base = src + o * n * inner + q0;
+      for (int64_t i = 0; i < n; ++i) {
+        T* out = dst + (o * n + i) * inner + q0;
+        const T* row = band + i * width;
+        const int64_t t0 = std::max<int64_t>(0, radius - i);
+        const int64_t t1 = std::min<int64_t>(width, n - i + radius);
+        for (int64_t q = 0; q < len; ++q) out[q] = 0;
+        for (int64_t t = t0; t < t1; ++t) {
+          const T wt = row[t];
+          const T* in = base + (i + t - radius) * inner;
+          for (int64_t q = 0; q < len; ++q) out[q] += wt * in[q];
+        }
       }
-      for (int64_t q = 0; q < inner; ++q) out[q] = 0;
-      for (int64_t t = t0; t < t1; ++t) {
-        const T wt = row[t];
-        const T* in = src + (o * n + i + t - radius) * inner;
-        for (int64_t q = 0; q < inner; ++q) out[q] += wt * in[q];
+    }
+  });
+}
+
+// Band pass along the last (contiguous) axis: per row, a zero-padded copy and the transposed band
+// (tap-major), so the inner loop runs over consecutive outputs and vectorises.
+template <typename T>
+void band_pass_last(const T* src, T* dst, const T* band, int64_t outer, int64_t n, int64_t width) {
+  const int64_t radius = (width - 1) / 2;
+  std::vector<T> band_t(width * n);
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t t = 0; t < width; ++t) band_t[t * n + i] = band[i * width + t];
+  }
+  at::parallel_for(0, outer, 16, [&](int64_t ob, int64_t oe) {
+    std::vector<T> pad(n + 2 * radius, T(0));
+    for (int64_t o = ob; o < oe; ++o) {
+      std::copy(src + o * n, src + (o + 1) * n, pad.begin() + radius);
+      T* out = dst + o * n;
+      for (int64_t i = 0; i < n; ++i) out[i] = 0;
+      for (int64_t t = 0; t < width; ++t) {
+        const T* bt = band_t.data() + t * n;
+        const T* in = pad.data() + t;
+        for (int64_t i = 0; i < n; ++i) out[i] += bt[i] * in[i];
       }
     }
   });
@@ -423,28 +838,60 @@ void band_pass(const T* src, T* dst, const T* band, int64_t outer, int64_t n, in
 
 }  // namespace
 
-torch::Tensor separable_filter(torch::Tensor values, std::vector<torch::Tensor> bands) {
+// scratch: optional buffer shaped like values for the intermediate passes; out: optional buffer
+// for the result (a new tensor otherwise: autograd may keep it). Neither may alias values. The
+// passes ping-pong between the result and the scratch.
+torch::Tensor separable_filter(torch::Tensor values, std::vector<torch::Tensor> bands,
+                               c10::optional<torch::Tensor> scratch,
+                               c10::optional<torch::Tensor> out_buffer) {
   TORCH_CHECK(static_cast<int64_t>(bands.size()) == values.dim() - 1, "one band per spatial axis");
-  torch::Tensor cur = values.contiguous().clone();
-  torch::Tensor tmp = torch::empty_like(cur);
+  values = values.contiguous();
+  const void* in = values.data_ptr();
+  torch::Tensor out = usable_buffer(out_buffer, values) && out_buffer->data_ptr() != in
+                          ? *out_buffer
+                          : torch::empty_like(values);
+  if (bands.empty()) return out.copy_(values);
+  torch::Tensor tmp = usable_buffer(scratch, values) && scratch->data_ptr() != in &&
+                              scratch->data_ptr() != out.data_ptr()
+                          ? *scratch
+                          : torch::empty_like(values);
   AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "separable_filter", [&] {
-    for (size_t axis = 0; axis < bands.size(); ++axis) {
+    const int64_t passes = static_cast<int64_t>(bands.size());
+    const scalar_t* src = values.data_ptr<scalar_t>();
+    for (int64_t axis = 0; axis < passes; ++axis) {
+      // The last pass writes out: even distance to the end -> out, odd -> scratch.
+      scalar_t* dst = ((passes - 1 - axis) % 2 == 0 ? out : tmp).data_ptr<scalar_t>();
       torch::Tensor band = bands[axis].to(values.scalar_type()).contiguous();
-      const int64_t n = cur.size(axis + 1);
+      const int64_t n = values.size(axis + 1);
       TORCH_CHECK(band.size(0) == n, "band size does not match the axis");
       int64_t outer = 1, inner = 1;
-      for (int64_t k = 0; k <= static_cast<int64_t>(axis); ++k) outer *= cur.size(k);
-      for (int64_t k = axis + 2; k < cur.dim(); ++k) inner *= cur.size(k);
-      band_pass<scalar_t>(cur.data_ptr<scalar_t>(), tmp.data_ptr<scalar_t>(),
-                          band.data_ptr<scalar_t>(), outer, n, inner, band.size(1));
-      std::swap(cur, tmp);
+      for (int64_t k = 0; k <= axis; ++k) outer *= values.size(k);
+      for (int64_t k = axis + 2; k < values.dim(); ++k) inner *= values.size(k);
+      if (inner == 1) {
+        band_pass_last<scalar_t>(src, dst, band.data_ptr<scalar_t>(), outer, n, band.size(1));
+      } else {
+        band_pass_strided<scalar_t>(src, dst, band.data_ptr<scalar_t>(), outer, n, inner,
+                                    band.size(1));
+      }
+      src = dst;
     }
   });
-  return cur;
+  return out;
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("build_lattice", &build_lattice, "build a permutohedral lattice (CPU)");
-  m.def("lattice_filter", &lattice_filter, "splat-blur-slice (CPU); reverse = adjoint");
-  m.def("separable_filter", &separable_filter, "banded separable filter (CPU)");
+  m.def("build_lattice", &build_lattice, "build a permutohedral lattice of (N, d) features (CPU)",
+        py::arg("features"), py::arg("weight_dtype"), py::arg("force_int64") = false);
+  m.def("build_lattice_grid", &build_lattice_grid,
+        "build the lattice of a voxel grid's appearance features (CPU)", py::arg("image"),
+        py::arg("axis_scales"), py::arg("channel_scales"), py::arg("weight_dtype"),
+        py::arg("force_int64") = false);
+  m.def("lattice_filter", &lattice_filter,
+        "splat-blur-slice (CPU); reverse = adjoint; optional per-point divisors before/after",
+        py::arg("index"), py::arg("weight"), py::arg("neighbors"), py::arg("values"),
+        py::arg("reverse"), py::arg("divide_before") = py::none(),
+        py::arg("divide_after") = py::none(), py::arg("out") = py::none());
+  m.def("separable_filter", &separable_filter,
+        "banded separable filter (CPU); optional scratch and output buffers", py::arg("values"),
+        py::arg("bands"), py::arg("scratch") = py::none(), py::arg("out") = py::none());
 }

@@ -145,6 +145,21 @@ def test_noncontiguous_and_aspect_ratio(backend):
         assert (torch.softmax(wrong, 1) - q_exact).abs().mean() > 3 * err_ok
 
 
+@pytest.mark.parametrize("backend", LATTICE_BACKENDS + ["exact"])
+@pytest.mark.parametrize("num_classes", [2, 4])
+def test_inference_loop_matches_autograd_loop(backend, num_classes):
+    """Without autograd the mean field runs in reused buffers: same result as the graph path."""
+    gen = torch.Generator().manual_seed(num_classes)
+    logits = torch.randn(1, num_classes, 5, 9, 13, generator=gen, dtype=torch.float64)
+    img = torch.randn(1, 1, 5, 9, 13, generator=gen, dtype=torch.float64) * 30
+    crf = CRFRNN(num_classes, 3.0, 20.0, 2.0, 3.0, 2.0, 3, backend=backend).double()
+    with torch.no_grad():
+        fast = crf(logits, img, (1.0, 2.0, 0.5))
+    graph = crf(logits, img, (1.0, 2.0, 0.5))
+    assert graph.requires_grad
+    assert torch.allclose(fast, graph.detach(), rtol=1e-10, atol=1e-10)
+
+
 def test_multichannel_and_batch():
     gen = torch.Generator().manual_seed(7)
     logits = torch.randn(2, 2, 4, 6, 5, generator=gen)

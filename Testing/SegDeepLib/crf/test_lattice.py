@@ -140,3 +140,77 @@ def test_huge_key_range_uses_row_dedupe():
     ref = exact_filter(base, x) / exact_filter(base, torch.ones_like(x))
     msg_far = out_far[:, 300:] / norm_far[:, 300:] / 2
     assert (msg_far - ref).norm() / ref.norm() < 0.1
+
+
+def _cpp_module():
+    if "cpp" not in available_backends():
+        pytest.skip("C++ extension unavailable")
+    from SegDeepLib.crf.extension import load_extension
+
+    return load_extension("cpu")
+
+
+def _smooth_image(shape, seed=0, channels=1) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    coarse = [max(1, s // 4) for s in shape]
+    img = torch.randn(1, channels, *coarse, generator=gen, dtype=torch.float64) * 60
+    mode = "trilinear" if len(shape) == 3 else "bilinear"
+    img = torch.nn.functional.interpolate(img, size=shape, mode=mode)[0]
+    return (img + torch.randn(img.shape, generator=gen, dtype=torch.float64) * 5).float()
+
+
+@pytest.mark.parametrize(
+    "shape,spacing,theta_beta",
+    [((9, 20, 31), (1.0, 0.8, 1.2), [15.0]), ((40, 33), (0.7, 1.3), [10.0, 25.0])],
+)
+def test_cpp_grid_build_is_the_feature_build(shape, spacing, theta_beta):
+    """The voxel-grid build (no (N, d) feature array) gives the same lattice, bit for bit."""
+    ext = _cpp_module()
+    img = _smooth_image(shape, channels=len(theta_beta))
+    feats = backends.bilateral_features(img, spacing, 4.0, theta_beta)
+    dense = ext.build_lattice(feats, torch.float32)
+    grid = ext.build_lattice_grid(img, [s / 4.0 for s in spacing], theta_beta, torch.float32)
+    for a, b in zip(dense, grid):
+        assert a.dtype == b.dtype and torch.equal(a, b)
+    lat = backends._grid_lattice_cpp(img, spacing, 4.0, theta_beta, torch.float32)
+    assert torch.equal(lat.index, dense[0]) and lat.num_vertices == dense[2].shape[2]
+
+
+def test_cpp_build_independent_of_threads_and_int64_path_identical():
+    """Chunking depends on N only, so the lattice is the same for any thread count; the 64-bit
+    index path (used beyond 2^31 vertices) builds and filters exactly like the 32-bit one."""
+    ext = _cpp_module()
+    feats = _case_m_features()[:300_000]
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = ext.build_lattice(feats, torch.float64)
+    finally:
+        torch.set_num_threads(threads)
+    many = ext.build_lattice(feats, torch.float64)
+    wide = ext.build_lattice(feats, torch.float64, True)
+    assert many[0].dtype == torch.int32 and wide[0].dtype == torch.int64
+    assert all(torch.equal(a, b) for a, b in zip(one, many))
+    assert torch.equal(wide[0], many[0].long()) and torch.equal(wide[2], many[2].long())
+    x = torch.rand(2, feats.shape[0], dtype=torch.float64)
+    for reverse in (False, True):
+        narrow_out = ext.lattice_filter(many[0], many[1], many[2], x, reverse)
+        assert torch.equal(ext.lattice_filter(wide[0], wide[1], wide[2], x, reverse), narrow_out)
+
+
+def test_cpp_filter_fused_division_and_output_buffer():
+    ext = _cpp_module()
+    lat = backends.build_lattice_for("cpp", _case_m_features()[:50_000], torch.float64)
+    gen = torch.Generator().manual_seed(3)
+    x = torch.rand(2, 50_000, generator=gen, dtype=torch.float64)
+    norm = torch.rand(50_000, generator=gen, dtype=torch.float64) + 0.5
+    args = (lat.index, lat.weight, lat.neighbors)
+    after = ext.lattice_filter(*args, x, False, divide_after=norm)
+    assert torch.allclose(after, ext.lattice_filter(*args, x, False) / norm, rtol=1e-14)
+    before = ext.lattice_filter(*args, x, True, divide_before=norm)
+    assert torch.allclose(before, ext.lattice_filter(*args, x / norm, True), rtol=1e-12)
+    buf = torch.empty_like(x)
+    out = ext.lattice_filter(*args, x, False, out=buf)
+    assert out.data_ptr() == buf.data_ptr() and torch.equal(
+        out, ext.lattice_filter(*args, x, False)
+    )
