@@ -127,7 +127,11 @@ def assemble(name: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
         stage = "stage2" if (RUNS / name / "stage2" / "model").exists() else "stage1"
         spec, state = _stage(name, stage)
         networks, states = {"main": spec["networks"]["main"]}, {"main": state}
-        inference = {"mode": "3d", "tile_size": [32, 64, 64], "overlap": 0.25, "batch_size": 2,
+        # tiles larger than the training patches: fewer tiles, and the CRF-RNN sees more context
+        # replicate padding at the volume's ends: with zero padding the network (trained on one
+        # scan whose bladder lies at its caudal end) fires at the cranial end of partial volumes
+        inference = {"mode": "3d", "tile_size": [64, 128, 128], "overlap": 0.25, "batch_size": 1,
+                     "pad_mode": "replicate",
                      "postprocess": {"largest_component": True, "fill_holes": True},
                      "crf": {"default": False, "params": CRF_POST},
                      "fast": {"overlap": 0.0}}
