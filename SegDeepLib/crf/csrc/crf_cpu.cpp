@@ -117,16 +117,12 @@ struct RecentKeys {
   void clear() { std::fill(key, key + kRecent, int64_t(-1)); }
 };
 
-// floor/ceil of a double with |v| < 2^63 (keys are bounded far below that by the packing check);
-// avoids libm calls in the per-point loop. Same values as std::floor/std::ceil.
-inline double floor_fast(double v) {
-  const double t = static_cast<double>(static_cast<int64_t>(v));
-  return t > v ? t - 1.0 : t;
-}
-inline double ceil_fast(double v) {
-  const double t = static_cast<double>(static_cast<int64_t>(v));
-  return t < v ? t + 1.0 : t;
-}
+// Nearest integer of a double with |v| < 2^51 (exact: adding 1.5 * 2^52 leaves an ulp of 1);
+// the per-point rounding below builds floor and ceil from it without libm calls or int
+// conversions. make_geometry guarantees the bound for every elevated coordinate.
+constexpr double kRoundMagic = 6755399441055744.0;
+constexpr double kMaxElevated = 1125899906842624.0;  // 2^50
+inline double round_nearest(double v) { return (v + kRoundMagic) - kRoundMagic; }
 
 // Elevation onto the plane sum(x) = 0: el[j] = sum_k E[k, j] * scale[k] * f[k].
 double elevation_coefficient(int k, int j, const double* scale) {
@@ -168,6 +164,14 @@ Geometry make_geometry(int d, const double* fmin, const double* fmax) {
     acc *= extent;
   }
   for (int k = 0; k < d; ++k) g.stride_sum += g.stride[k];
+  for (int j = 0; j <= d; ++j) {  // every elevated coordinate, for the rounding trick
+    double bound = 0.0;
+    for (int k = 0; k < d; ++k) {
+      const double c = elevation_coefficient(k, j, g.scale);
+      bound += std::max(std::abs(c * fmin[k]), std::abs(c * fmax[k]));
+    }
+    TORCH_CHECK(bound < kMaxElevated, "CRF lattice: feature range too large for packed lattice keys");
+  }
   return g;
 }
 
@@ -278,8 +282,9 @@ inline void simplex_keys(const double* f, const Geometry& g, int64_t* keys, doub
   int64_t total = 0;
   for (int i = 0; i <= d; ++i) {
     const double v = elevated[i] * down_factor;
-    const double up = ceil_fast(v) * (d + 1);
-    const double dn = floor_fast(v) * (d + 1);
+    const double rn = round_nearest(v);
+    const double up = (rn < v ? rn + 1.0 : rn) * (d + 1);  // ceil(v) * (d+1)
+    const double dn = (rn > v ? rn - 1.0 : rn) * (d + 1);  // floor(v) * (d+1)
     rem0[i] = (up - elevated[i] < elevated[i] - dn) ? up : dn;
     total += static_cast<int64_t>(rem0[i]);
     rank[i] = 0;
@@ -292,37 +297,28 @@ inline void simplex_keys(const double* f, const Geometry& g, int64_t* keys, doub
       rank[j] += !lower;
     }
   }
-  if (total > 0) {
-    for (int i = 0; i <= d; ++i) {
-      if (rank[i] >= d + 1 - total) {
-        rem0[i] -= d + 1;
-        rank[i] += static_cast<int>(total) - (d + 1);
-      } else {
-        rank[i] += static_cast<int>(total);
-      }
-    }
-  } else if (total < 0) {
-    for (int i = 0; i <= d; ++i) {
-      if (rank[i] < -total) {
-        rem0[i] += d + 1;
-        rank[i] += (d + 1) + static_cast<int>(total);
-      } else {
-        rank[i] += static_cast<int>(total);
-      }
-    }
-  }
-  for (int i = 0; i <= d + 1; ++i) bary[i] = 0.0;
+  // Fix the sum (branch-free): with total > 0 the `total` largest-ranked coordinates move down
+  // by d+1, with total < 0 the -total smallest move up; ranks shift accordingly.
+  const int tot = static_cast<int>(total);
+  int by_rank[kMaxDim + 1];
   for (int i = 0; i <= d; ++i) {
-    const double v = (elevated[i] - rem0[i]) * down_factor;
-    bary[d - rank[i]] += v;
-    bary[d - rank[i] + 1] -= v;
+    const int down = tot > 0 && rank[i] >= d + 1 - tot;
+    const int up = tot < 0 && rank[i] < -tot;
+    rem0[i] += (d + 1) * (up - down);
+    rank[i] += tot + (d + 1) * (up - down);
+    by_rank[rank[i]] = i;
   }
-  bary[0] += 1.0 + bary[d + 1];
+  // Barycentric weights: bary[j] = v(rank d - j) - v(rank d - j + 1), v = residual / (d+1)
+  // (the same two terms the scatter form adds, so the same rounding).
+  double vs[kMaxDim + 2];
+  for (int k = 0; k <= d; ++k) vs[k] = (elevated[by_rank[k]] - rem0[by_rank[k]]) * down_factor;
+  vs[d + 1] = 0.0;
+  bary[d + 1] = -vs[0];
+  for (int j = d; j >= 1; --j) bary[j] = vs[d - j] - vs[d - j + 1];
+  bary[0] = vs[d] + (1.0 + bary[d + 1]);
   // Vertex r has key coordinates rem0[k] + r - (d+1) [rank[k] > d - r] (k < d); packed, vertex
   // r + 1 differs from vertex r by stride_sum - (d+1) stride[k] for the k of rank d - r.
   int64_t key = 0;
-  int by_rank[kMaxDim + 1];
-  for (int k = 0; k <= d; ++k) by_rank[rank[k]] = k;
   for (int k = 0; k < d; ++k) key += (static_cast<int64_t>(rem0[k]) - g.origin[k]) * g.stride[k];
   keys[0] = key;
   for (int r = 1; r <= d; ++r) {
