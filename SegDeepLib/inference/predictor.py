@@ -297,6 +297,7 @@ class _Run:
                 seq,
                 self.progress,
                 self.cancel,
+                slices.get("window"),
             )
         tiles = TileSettings(
             tuple(tile),

@@ -15,7 +15,8 @@
       "postprocess": {"largest_component": true | [names], "fill_holes": true | [names]},
       "crf": null | {"default": true, "params": {...}},   # post-processing CRF (crf_refine)
       "fast": {...},                    # overrides applied with --fast (e.g. spacing, overlap)
-      "slices": {"context": 1, "sequence": false, "sequence_network": null},   # 2D models
+      "slices": {"context": 1, "sequence": false, "sequence_network": null,   # 2D models
+                 "window": null},       # sequence models: runs of this many slices (as trained)
       "cascade": {"stage1": {"network": "stage1", "preprocessing": {...}, "tile_size": [...],
                              "overlap": 0.0},
                   "stage2": {"network": "stage2", "tile_size": [...], "overlap": 0.5},
@@ -50,7 +51,7 @@ DEFAULTS: dict[str, Any] = {
     "postprocess": {"largest_component": False, "fill_holes": False},
     "crf": None,
     "fast": {},
-    "slices": {"context": 1, "sequence": False, "sequence_network": None},
+    "slices": {"context": 1, "sequence": False, "sequence_network": None, "window": None},
     "cascade": None,
     "autocast": True,
 }

@@ -76,20 +76,28 @@ def predict_slices(
     sequence_network: torch.nn.Module | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
+    window: int | None = None,
 ) -> torch.Tensor:
-    """Softmax probabilities ``(K, Z, Y, X)`` (float32, CPU) of a 2D network over ``(C, Z, Y, X)``."""
+    """Softmax probabilities ``(K, Z, Y, X)`` (float32, CPU) of a 2D network over ``(C, Z, Y, X)``.
+
+    ``window``: a sequence model sees runs of ``window`` slices (half-overlapping, probabilities
+    averaged) instead of the whole volume at once, as it saw them in training.
+    """
     volume = torch.as_tensor(volume, dtype=torch.float32)
     device = torch.device(device)
     depth = volume.shape[1]
-    step = depth if sequence else max(1, int(batch_size))
-    timer = StageTimer(progress, "slices", depth, cancel)
-    parts = []
-    for first in range(0, depth, step):
-        indices = list(range(first, min(first + step, depth)))
-        logits = _run(network, slice_stack(volume, indices, context), device)
-        parts.append(torch.softmax(logits, dim=1).cpu())
-        timer.step(len(indices), f"slice {indices[-1] + 1}/{depth}")
-    probs = torch.cat(parts)  # (S, K, Y, X)
+    if sequence and window and depth > window:
+        probs = _windowed_sequence(volume, network, device, int(window), context, progress, cancel)
+    else:
+        step = depth if sequence else max(1, int(batch_size))
+        timer = StageTimer(progress, "slices", depth, cancel)
+        parts = []
+        for first in range(0, depth, step):
+            indices = list(range(first, min(first + step, depth)))
+            logits = _run(network, slice_stack(volume, indices, context), device)
+            parts.append(torch.softmax(logits, dim=1).cpu())
+            timer.step(len(indices), f"slice {indices[-1] + 1}/{depth}")
+        probs = torch.cat(parts)  # (S, K, Y, X)
     if sequence_network is not None:
         # "biconvlstm" reads the K - 1 foreground maps by default (its in_channels), others all K
         wanted = int(getattr(sequence_network, "in_channels", probs.shape[1]))
@@ -102,3 +110,29 @@ def predict_slices(
             )
         probs = torch.softmax(logits, dim=1).cpu()
     return probs.permute(1, 0, 2, 3).contiguous()
+
+
+def window_starts(depth: int, window: int) -> list[int]:
+    """First slices of half-overlapping runs of ``window`` slices covering ``0 .. depth - 1``."""
+    stride = max(1, window // 2)
+    starts = list(range(0, max(depth - window, 0) + 1, stride))
+    if starts[-1] + window < depth:
+        starts.append(depth - window)
+    return starts
+
+
+def _windowed_sequence(volume, network, device, window, context, progress, cancel) -> torch.Tensor:
+    depth = volume.shape[1]
+    starts = window_starts(depth, window)
+    timer = StageTimer(progress, "slices", len(starts), cancel)
+    total: torch.Tensor | None = None
+    count = torch.zeros(depth)
+    for n, first in enumerate(starts, 1):
+        indices = list(range(first, first + window))
+        probs = torch.softmax(_run(network, slice_stack(volume, indices, context), device), dim=1).cpu()
+        if total is None:
+            total = torch.zeros((depth, *probs.shape[1:]))
+        total[first : first + window] += probs
+        count[first : first + window] += 1
+        timer.step(1, f"slices {first + 1}-{first + window}/{depth} (run {n}/{len(starts)})")
+    return total / count[:, None, None, None]

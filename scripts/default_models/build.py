@@ -155,8 +155,12 @@ def assemble(name: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     else:
         spec, state = _stage(name, "finetune" if (RUNS / name / "finetune" / "model").exists() else "main")
         networks, states = {"main": spec["networks"]["main"]}, {"main": state}
-        context = int(spec["training"]["config"]["sampling"]["context_slices"]) // 2
-        inference = {"mode": "2d", "batch_size": 16, "slices": {"context": context, "sequence": True},
+        sampling = spec["training"]["config"]["sampling"]
+        context = int(sampling["context_slices"]) // 2
+        # the BiConvLSTM sees runs of the training sequence length: over a whole volume at once
+        # (100+ slices after training on 6) its output faded to nothing
+        slices = {"context": context, "sequence": True, "window": int(sampling["sequence_length"])}
+        inference = {"mode": "2d", "batch_size": 16, "slices": slices,
                      "postprocess": {"largest_component": True, "fill_holes": True}}
         preprocessing = spec["preprocessing"]
     return {"networks": networks, "preprocessing": preprocessing, "inference": inference}, states
@@ -319,10 +323,14 @@ def ship_model(name: str) -> Path:
 
 
 def rebuild() -> None:
-    """Regenerate ``catalogue.json`` from every model folder (the existing default model is kept)."""
-    from SegDeepLib.inference.catalogue import rebuild_catalogue
+    """Regenerate ``catalogue.json`` from every model folder; the default model is the one
+    ``models.yaml`` marks ``default: true`` once it is shipped (else the existing default is kept)."""
+    from SegDeepLib.inference.catalogue import MODELS_DIR, rebuild_catalogue
 
-    print(f"catalogue: {rebuild_catalogue()}")
+    marked = [r["id"] for r in recipes().values() if r.get("default")]
+    default = next((m for m in marked if (MODELS_DIR / m / "model.json").exists()), None)
+    print(f"catalogue: {rebuild_catalogue(default_model=default)}")
+
 
 # ----- command line -----------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:

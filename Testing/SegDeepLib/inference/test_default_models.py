@@ -41,14 +41,14 @@ S0009_SEG = "totalsegmentator-v2-dataset/labelsTr/totalseg_s0009.nii.gz"
 
 # model id -> (CT, reference, axial slab (array z range) holding its organs, organ -> Dice floor).
 # The floors sit below the Dice measured when the model was built (model card / closing note).
-# Held out (never trained on): bladder on ts_s0009 (only the bladder's cranial 10 mm are in that
-# scan), pancreas on example_ct. The abdomen cascade was trained on both TotalSegmentator CTs, so its
+# Held out (never trained on): bladder and pancreas on ts_s0009 (only the bladder's cranial 10 mm
+# are in that scan; the pancreas model, trained on one scan, reaches only Dice ~0.09 there). The abdomen cascade was trained on both TotalSegmentator CTs, so its
 # floors on example_ct are a regression check of the shipped weights, not an accuracy claim (its
 # held-out numbers, on 3D-IRCADb, are in its model card).
 CASES = {
     "bladder-vnet-crf": (S0009_CT, S0009_SEG, (0, 80), {"urinary_bladder": 0.6}),
     "abdomen-cascade-unet3d": (TS_CT, TS_SEG, (60, 112), {"liver": 0.8}),
-    "pancreas-pnet-msa-convlstm": (TS_CT, TS_SEG, (70, 112), {}),
+    "pancreas-pnet-msa-convlstm": (S0009_CT, S0009_SEG, (0, 185), {"pancreas": 0.05}),
 }
 MAX_WEIGHTS_BYTES = 20 * 2**20
 MAX_TOTAL_BYTES = 60 * 2**20

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from SegDeepLib.errors import SegDeepError
-from SegDeepLib.inference.slices import predict_slices, slice_stack
+from SegDeepLib.inference.slices import predict_slices, slice_stack, window_starts
 from Testing.SegDeepLib.inference.tiny_nets import CentreNet
 
 
@@ -52,6 +52,48 @@ def test_sequence_mode_sends_the_whole_volume_and_applies_the_sequence_network()
     torch.testing.assert_close(
         probs, per_slice.mean(1, keepdim=True).expand_as(per_slice), atol=1e-6, rtol=1e-6
     )
+
+
+@pytest.mark.parametrize("depth,window", [(6, 6), (7, 6), (12, 6), (13, 4), (5, 8), (9, 1)])
+def test_window_starts_cover_every_slice_with_half_overlapping_runs(depth, window):
+    starts = window_starts(depth, window)
+    covered = sorted({z for first in starts for z in range(first, min(first + window, depth))})
+    assert covered == list(range(depth))
+    assert all(first + window <= max(depth, window) for first in starts)
+    assert all(b - a <= max(1, window // 2) for a, b in zip(starts, starts[1:]))
+
+
+def test_sequence_window_runs_the_sequence_model_on_runs_and_averages():
+    """A sequence model that mixes slices (mean over its sequence) sees runs of ``window`` slices;
+    each slice's probability is the average over the runs holding it (brute force below)."""
+    torch.manual_seed(1)
+    volume = torch.rand(1, 10, 8, 8) * 2
+
+    class MeanOverSequence(torch.nn.Module):
+        spatial_dims = 2
+
+        def __init__(self):
+            super().__init__()
+            self.calls = []
+
+        def forward(self, x):
+            self.calls.append(x.shape[0])
+            fg = x[:, 1:2].mean(0, keepdim=True).expand(x.shape[0], 1, *x.shape[2:])
+            return torch.cat([torch.zeros_like(fg), fg], 1)
+
+    net = MeanOverSequence()
+    probs = predict_slices(volume, net, sequence=True, context=1, window=4)
+    starts = window_starts(10, 4)
+    assert starts == [0, 2, 4, 6] and net.calls == [4, 4, 4, 4]
+    expected = torch.zeros(10, 8, 8)
+    count = torch.zeros(10)
+    for first in starts:  # the centre channel of slice z is volume[0, z]
+        mean = volume[0, first : first + 4].mean(0)
+        expected[first : first + 4] += torch.sigmoid(mean)
+        count[first : first + 4] += 1
+    torch.testing.assert_close(probs[1], expected / count[:, None, None], atol=1e-6, rtol=1e-6)
+    whole = predict_slices(volume, MeanOverSequence(), sequence=True, context=1)
+    assert not torch.allclose(whole, probs)  # the whole sequence at once is a different result
 
 
 def test_bad_2d_output_is_reported():
