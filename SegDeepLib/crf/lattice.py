@@ -9,7 +9,8 @@ symmetric), which is what the backward pass uses.
 
 The same :class:`Lattice` tensors are consumed by the C++ and CUDA filters, so all lattice
 backends compute the same operator. Vertex keys are packed into one int64 with per-axis padding,
-so that neighbour keys never alias; offsets and indices are int64 throughout.
+so that neighbour keys never alias. Indices are int64 here; the C++ build returns int32 index and
+neighbour tables while the vertex count fits (int64 beyond), and every offset is int64.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ MAX_FEATURE = 1e12
 
 @dataclass
 class Lattice:
-    """A built lattice: ``index``/``weight`` (N, d+1), ``neighbors`` (d+1, 2, M) int64.
+    """A built lattice: ``index``/``weight`` (N, d+1), ``neighbors`` (d+1, 2, M), int64 or int32.
 
     Missing neighbours point to vertex ``M``, a row that is always zero. ``norm`` (N,) is the
     filtered constant 1 (the row normaliser), filled in by the backend that built the lattice.

@@ -11,6 +11,10 @@ case M = 64x128x128 or L = 128x256x256, 2 labels, 5 mean-field iterations, setti
 IMPL: segdeep (backend auto) | segdeep_torch | segdeep_grad (forward + backward) | simplecrf |
 pydensecrf. Each implementation runs in its own process (so peak memory is its own); threads:
 BENCH_THREADS (default 2). Prints one ``RESULT {json}`` line per run and a summary table.
+
+On an oversubscribed machine OpenMP's default spin-waiting makes the short parallel regions of
+case M several times slower than their CPU time; ``OMP_WAIT_POLICY=PASSIVE`` (recorded in each
+result) measures the work instead of the scheduler.
 """
 
 from __future__ import annotations
@@ -174,6 +178,7 @@ def run_one(impl: str, size: str, repeats: int) -> dict:
         "dice_unary": round(bc.dice(p > 0.5, gt), 4),
         "dice_crf": round(bc.dice(post(), gt), 4),
         "load": round(bc.loadavg(), 2),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
     }
 
 

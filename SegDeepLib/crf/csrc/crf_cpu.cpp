@@ -4,8 +4,10 @@
 // build_lattice_grid(image (C, *spatial) float32/64, axis_scales [S], channel_scales [C],
 //                    weight_dtype, force_int64)
 //     -> (index (N, d+1), weight (N, d+1), neighbors (d+1, 2, M))
-// lattice_filter(index, weight, neighbors, values (C, N), reverse) -> (C, N)
-// separable_filter(values (C, *spatial), bands [(n_axis, 2R+1)]) -> (C, *spatial)
+// lattice_filter(index, weight, neighbors, values (C, N), reverse, divide_before (N,) = None,
+//                divide_after (N,) = None, out = None) -> (C, N)
+// separable_filter(values (C, *spatial), bands [(n_axis, 2R+1)], scratch = None, out = None)
+//     -> (C, *spatial)
 //
 // The lattice math is the one of SegDeepLib/crf/lattice.py (Adams et al. 2010, Kraehenbuehl's
 // rounding and ranking). The grid build computes the appearance features of the voxels on the fly
@@ -19,10 +21,11 @@
 // Build (deterministic, independent of the thread count): the points are cut into fixed chunks
 // (their size depends on N only); each thread takes a contiguous run of chunks and dedupes the
 // vertex keys of one chunk in a small table (sized from the previous chunk's vertex count, so it
-// stays in cache whatever N is), after a tiny direct-mapped cache of recent keys. A key new to
-// its chunk is looked up in the previous chunk's table, which the same thread still holds; only
-// keys found in neither (about one per lattice vertex) reach the global table, which is sized
-// from their exact count. Global ids follow chunk order, then first use inside a chunk.
+// stays in cache whatever N is), behind a tiny direct-mapped cache of recent keys, with the table
+// probes of 16 points prefetched before they are made. A key new to its chunk is looked up in the
+// previous chunk's table, which the same thread still holds; only keys found in neither (about
+// one per lattice vertex) reach the global table, which is sized from their exact count. Global
+// ids follow chunk order, then first use inside a chunk (the same ids as a single-table build).
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
