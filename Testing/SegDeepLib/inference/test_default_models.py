@@ -47,7 +47,8 @@ S0009_SEG = "totalsegmentator-v2-dataset/labelsTr/totalseg_s0009.nii.gz"
 # held-out numbers, on 3D-IRCADb, are in its model card).
 CASES = {
     "bladder-vnet-crf": (S0009_CT, S0009_SEG, (0, 80), {"urinary_bladder": 0.6}),
-    "abdomen-cascade-unet3d": (TS_CT, TS_SEG, (60, 112), {"liver": 0.8}),
+    "abdomen-cascade-unet3d": (TS_CT, TS_SEG, (60, 112), {"liver": 0.9, "spleen": 0.9,
+                                                          "kidney_right": 0.9, "kidney_left": 0.9}),
     "pancreas-pnet-msa-convlstm": (S0009_CT, S0009_SEG, (0, 185), {"pancreas": 0.05}),
 }
 MAX_WEIGHTS_BYTES = 20 * 2**20
