@@ -1,7 +1,7 @@
 """End-to-end inference timing on a 512x512x300 CT, and our sliding window vs MONAI's.
 
     python benchmarks/inference/bench_inference.py [--model demo-phantom-unet] [--threads 2]
-                                                    [--device cpu] [--repeats 2] [--quick]
+                                                    [--repeats 2] [--quick] [--json FILE]   (CPU only)
 
 1. The real TotalSegmentator test CT (122x101x112 at 3 mm) is resampled up to 512x512x300 (linear).
 2. End to end: ``Predictor.predict`` (preprocessing incl. body mask and resampling, tiles,
