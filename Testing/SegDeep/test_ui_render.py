@@ -76,9 +76,14 @@ def _fill_with_example_content(panel) -> None:
     find(QtWidgets.QLabel, "statusLabel").setText("tiles (tile 21/50) - ETA 38 s")
     find(QtWidgets.QPlainTextEdit, "logTextEdit").setPlainText(
         "device: cpu (no CUDA GPU found)\npreprocess: stage 1 at 6 mm, stage 2 at 3 mm\ntiles: 50 tiles of 48x96x96")
-    find(QtWidgets.QDoubleSpinBox, "crfThetaAlphaSpinBox").setValue(10.0)  # bladder-vnet-crf's values
-    find(QtWidgets.QDoubleSpinBox, "crfThetaBetaSpinBox").setValue(0.1)
-    find(QtWidgets.QSpinBox, "crfIterationsSpinBox").setValue(3)
+    # the abdomen model has no CRF settings: CRF off, SegDeepLib's defaults shown greyed out
+    find(QtWidgets.QCheckBox, "crfCheckBox").setChecked(False)
+    for name in ("crfThetaAlphaSpinBox", "crfThetaBetaSpinBox", "crfThetaGammaSpinBox", "crfW1SpinBox",
+                 "crfW2SpinBox", "crfIterationsSpinBox", "crfResetButton"):
+        find(QtWidgets.QWidget, name).setEnabled(False)
+    from SegDeepHelpers.crf import NO_MODEL_SETTINGS
+
+    find(QtWidgets.QLabel, "crfNoteLabel").setText(NO_MODEL_SETTINGS)
     find(QtWidgets.QLabel, "environmentLabel").setText(
         "SegDeepLib 0.1.0, PyTorch 2.13.0, CUDA build None, CRF backends: cpp, torch")
 
