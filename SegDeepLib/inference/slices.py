@@ -86,18 +86,19 @@ def predict_slices(
     volume = torch.as_tensor(volume, dtype=torch.float32)
     device = torch.device(device)
     depth = volume.shape[1]
-    if sequence and window and depth > window:
-        probs = _windowed_sequence(volume, network, device, int(window), context, progress, cancel)
-    else:
-        step = depth if sequence else max(1, int(batch_size))
-        timer = StageTimer(progress, "slices", depth, cancel)
-        parts = []
-        for first in range(0, depth, step):
-            indices = list(range(first, min(first + step, depth)))
-            logits = _run(network, slice_stack(volume, indices, context), device)
-            parts.append(torch.softmax(logits, dim=1).cpu())
-            timer.step(len(indices), f"slice {indices[-1] + 1}/{depth}")
-        probs = torch.cat(parts)  # (S, K, Y, X)
+    runs = slice_runs(depth, batch_size, sequence, window)
+    timer = StageTimer(progress, "slices", len(runs), cancel)
+    total = None
+    count = torch.zeros(depth)
+    for run in runs:
+        logits = _run(network, slice_stack(volume, list(run), context), device)
+        probs = torch.softmax(logits, dim=1).cpu()
+        if total is None:
+            total = torch.zeros((depth, *probs.shape[1:]))
+        total[run.start : run.stop] += probs
+        count[run.start : run.stop] += 1
+        timer.step(1, f"slices {run.start + 1}-{run.stop}/{depth}")
+    probs = total / count[:, None, None, None]  # (S, K, Y, X); runs that do not overlap: exact
     if sequence_network is not None:
         # "biconvlstm" reads the K - 1 foreground maps by default (its in_channels), others all K
         wanted = int(getattr(sequence_network, "in_channels", probs.shape[1]))
@@ -121,18 +122,10 @@ def window_starts(depth: int, window: int) -> list[int]:
     return starts
 
 
-def _windowed_sequence(volume, network, device, window, context, progress, cancel) -> torch.Tensor:
-    depth = volume.shape[1]
-    starts = window_starts(depth, window)
-    timer = StageTimer(progress, "slices", len(starts), cancel)
-    total: torch.Tensor | None = None
-    count = torch.zeros(depth)
-    for n, first in enumerate(starts, 1):
-        indices = list(range(first, first + window))
-        probs = torch.softmax(_run(network, slice_stack(volume, indices, context), device), dim=1).cpu()
-        if total is None:
-            total = torch.zeros((depth, *probs.shape[1:]))
-        total[first : first + window] += probs
-        count[first : first + window] += 1
-        timer.step(1, f"slices {first + 1}-{first + window}/{depth} (run {n}/{len(starts)})")
-    return total / count[:, None, None, None]
+def slice_runs(depth: int, batch_size: int, sequence: bool, window: int | None) -> list[range]:
+    """The slices each forward pass takes: batches of ``batch_size`` (per-slice models), the whole
+    volume (sequence models), or half-overlapping runs of ``window`` slices (sequence models)."""
+    if sequence and window and depth > window:
+        return [range(first, first + int(window)) for first in window_starts(depth, int(window))]
+    step = depth if sequence else max(1, int(batch_size))
+    return [range(first, min(first + step, depth)) for first in range(0, depth, step)]

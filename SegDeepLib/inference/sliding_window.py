@@ -208,9 +208,9 @@ def _accumulate(
     spatial = tuple(volume.shape[1:])
     probs: torch.Tensor | None = None
     weights = torch.zeros(covered, dtype=torch.float32)
+    channels_last = _use_channels_last(settings, device, len(in_tile))
     for first in range(0, len(corners), settings.batch_size):
         batch_corners = corners[first : first + settings.batch_size]
-        channels_last = _use_channels_last(settings, device, len(in_tile))
         batch = _batch(volume, batch_corners, margin, in_tile, settings, channels_last).to(device)
         logits = _forward(network, batch, device, autocast, channels_last)
         _check_logits(logits, batch, out_tile)

@@ -67,8 +67,6 @@ class StageRegions:
                                "to fall back to; train stage 1 longer")
         warnings.warn(f"case {case.id}: the stage-1 model finds nothing; C2 falls back to the "
                       "reference foreground (train stage 1 longer)", stacklevel=2)
-        label = read_image(case.label)
-        mask = sitk.Cast(sitk.GetImageFromArray((sitk.GetArrayFromImage(label) > 0).astype(np.uint8)),
-                         sitk.sitkUInt8)
+        mask = sitk.Cast(read_image(case.label) > 0, sitk.sitkUInt8)
         mask.CopyInformation(image)
         return mask
