@@ -30,8 +30,11 @@ def inference_settings(c: TrainConfig) -> dict[str, Any]:
         "weighting": "gaussian",
     }
     if c.sampling.mode != "patch3d":
-        settings["slices"] = {"context": c.sampling.context_slices // 2,
-                              "sequence": c.sampling.mode == "sequence2d", "sequence_network": None}
+        sequence = c.sampling.mode == "sequence2d"
+        # a sequence model reads runs of the slice count it was trained on (as in validation)
+        settings["slices"] = {"context": c.sampling.context_slices // 2, "sequence": sequence,
+                              "sequence_network": None,
+                              "window": c.sampling.sequence_length if sequence else None}
     return _merge(settings, c.export.inference)
 
 

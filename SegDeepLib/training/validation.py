@@ -112,7 +112,10 @@ def validate_case(model: torch.nn.Module, case: CachedCase, mode: str, tile: Seq
         settings = TileSettings(tuple(int(t) for t in tile), overlap=overlap, weighting="gaussian")
         probs = sliding_window(image, model, settings, device, region=case.region)
     else:
-        probs = infer_slices(image, model, device, context=context // 2, sequence=mode == "sequence2d")
+        # sequence models see runs of their training sequence length, as the exported model does
+        is_sequence = mode == "sequence2d"
+        probs = infer_slices(image, model, device, context=context // 2, sequence=is_sequence,
+                             window=sequence if is_sequence else None)
     pred = probs.argmax(0).numpy()
     scores = dice_per_class(pred, case.label, num_classes)
     return [s if present else None for s, present in zip(scores, case.class_present[1:])]

@@ -65,3 +65,14 @@ def test_corrupt_weights_refused(folder, tmp_path):
     not_zip.write_text("hello")
     with pytest.raises(SegDeepError, match="not a zip"):
         import_zip(not_zip, tmp_path / "out")
+
+
+@pytest.mark.parametrize("mode, window", [("sequence2d", 6), ("slices2d", None), ("patch3d", None)])
+def test_inference_settings_run_sequence_models_on_their_training_length(mode, window):
+    from SegDeepLib.training.config import TrainConfig
+    from SegDeepLib.training.export import inference_settings
+
+    config = TrainConfig()
+    config.sampling.mode, config.sampling.sequence_length = mode, 6
+    settings = inference_settings(config)
+    assert settings.get("slices", {}).get("window") == window

@@ -81,3 +81,28 @@ def test_validate_case_uses_inference_path_and_matches_reference():
     case = CachedCase("c", image, label, None, (1.0, 1.0, 1.0), [True, True, False], {})
     scores = validate_case(model, case, "patch3d", (8, 8, 8), 0.5, 3, 1, 3, torch.device("cpu"))
     assert scores[0] == pytest.approx(1.0) and scores[1] is None  # class 2 not annotated -> None
+
+
+class SequenceLength(nn.Module):
+    """A 2D sequence model whose class-1 logit is (sequence length - 5): it tells how many slices
+    it was given at once."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s, _, h, w = x.shape
+        logits = torch.zeros(s, 2, h, w)
+        logits[:, 1] = s - 5
+        return logits
+
+
+def test_validate_sequence_model_on_runs_of_its_training_length():
+    # Whole-volume sequences (12 slices) would give class 1 everywhere (Dice 1 on an all-foreground
+    # label); runs of the training length 4 give background everywhere (Dice 0), as inference does.
+    from SegDeepLib.data.cache import CachedCase
+    from SegDeepLib.training.validation import validate_case
+
+    image = np.zeros((1, 12, 6, 6), np.float32)
+    case = CachedCase("c", image, np.ones((12, 6, 6), np.uint8), None, (1.0, 1.0, 1.0), [True, True], {})
+    scores = validate_case(SequenceLength(), case, "sequence2d", (6, 6), 0.0, 3, 4, 2, torch.device("cpu"))
+    assert scores == [0.0]
+    scores = validate_case(SequenceLength(), case, "sequence2d", (6, 6), 0.0, 3, 12, 2, torch.device("cpu"))
+    assert scores == [1.0]
