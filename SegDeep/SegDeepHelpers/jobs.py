@@ -123,6 +123,10 @@ class CliJob:
         if self.onEvent is not None:
             self.onEvent(event)
 
+    def addLog(self, message: str) -> None:
+        """A log line from the module itself, handled like the CLI's own log lines."""
+        self._handleEvent({"event": "log", "level": "info", "message": message})
+
     @property
     def elapsed(self) -> float:
         return time.monotonic() - self.startTime if self.startTime else 0.0

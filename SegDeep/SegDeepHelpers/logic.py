@@ -160,7 +160,7 @@ class SegDeepRunLogic:
         try:
             if result.state == jobs.DONE:
                 job._setState(jobs.IMPORTING)
-                self._importResult(result, job.outputPath, volumeNode, segmentationNode,
+                self._importResult(result, job, volumeNode, segmentationNode,
                                    modelId, ijkToRAS, shape, show3D)
         except Exception as exc:  # noqa: BLE001 - any import failure must end the job as FAILED
             result.state, result.error = jobs.FAILED, f"Could not import the result: {exc}"
@@ -170,13 +170,16 @@ class SegDeepRunLogic:
         job._setState(result.state)
         return result
 
-    def _importResult(self, result: RunResult, path: Path, volumeNode: Any, segmentationNode: Any,
-                      modelId: str, ijkToRAS: Any, shape: tuple, show3D: bool) -> None:
+    def _importResult(self, result: RunResult, job: jobs.SegmentationJob, volumeNode: Any,
+                      segmentationNode: Any, modelId: str, ijkToRAS: Any, shape: tuple,
+                      show3D: bool) -> None:
+        """The result is on the volume's local grid: the segmentation goes under the volume's
+        parent transform (if any) before the masks are written, so both are displayed alike."""
         import SimpleITK as sitk
 
         from SegDeepLib.io import read_segmentation
 
-        labelmap, table = read_segmentation(path)
+        labelmap, table = read_segmentation(job.outputPath)
         labels = sitk.GetArrayFromImage(labelmap)
         if not sameGrid(labels.shape, ijkToRASFromImage(labelmap), shape, ijkToRAS):
             raise RuntimeError("the result is not on the input volume's grid")
@@ -185,7 +188,10 @@ class SegDeepRunLogic:
         else:
             result.backupNode = segmentation.backupSegments(
                 segmentationNode, table, volumeNode, f"Before SegDeep {modelId}")
-        segmentation.prepareSegmentation(segmentationNode, volumeNode)
+        transformId = segmentation.prepareSegmentation(segmentationNode, volumeNode)
+        if transformId:
+            job.addLog(f"input is under transform '{transformId}': the segmentation was placed"
+                       " under the same transform")
         result.segmentIds = segmentation.importLabelArray(segmentationNode, labels, table, volumeNode)
         if show3D:
             segmentation.showIn3D(segmentationNode, True)

@@ -1,6 +1,7 @@
 """Results -> segmentation nodes (names, colours, terminology, geometry) and Segment Editor hand-over.
 
-Slicer glue: every call here is listed in docs/slicer-conventions.md (checked by the test stand-in).
+Slicer glue: every call here is listed in docs/slicer-conventions.md, or (parent transforms) in the
+test stand-in's ``VERIFIED_ELSEWHERE`` with the Slicer source it was checked in.
 Path used: one binary mask per label (``AddEmptySegment`` + ``updateSegmentBinaryLabelmapFromArray``
 with the input volume as reference), so no temporary nodes are created.
 """
@@ -37,15 +38,30 @@ def newSegmentationNode(name: str) -> Any:
     return node
 
 
-def prepareSegmentation(segmentationNode: Any, inputVolume: Any) -> None:
-    """Reference geometry = input volume; placed next to the input in the subject hierarchy."""
+def placeUnderTransformOf(node: Any, inputVolume: Any) -> Optional[str]:
+    """Put ``node`` under the input volume's parent transform (or under none, as the volume).
+
+    Call it before writing masks: the masks are on the volume's local grid, and with both nodes
+    under the same transform (linear or not) they overlay the transformed volume exactly; Slicer
+    imports them without resampling. Returns the transform node ID, or None.
+    """
+    transformId = inputVolume.GetTransformNodeID()
+    node.SetAndObserveTransformNodeID(transformId)
+    return transformId
+
+
+def prepareSegmentation(segmentationNode: Any, inputVolume: Any) -> Optional[str]:
+    """Reference geometry = input volume; same parent transform as the input (returns its ID or
+    None); placed next to the input in the subject hierarchy."""
     slicer = _slicer()
+    transformId = placeUnderTransformOf(segmentationNode, inputVolume)
     segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(inputVolume)
     segmentationNode.SetNodeReferenceID(segmentationNode.GetReferenceImageGeometryReferenceRole(),
                                         inputVolume.GetID())
     shNode = slicer.mrmlScene.GetSubjectHierarchyNode()
     volumeItem = shNode.GetItemByDataNode(inputVolume)
     shNode.SetItemParent(shNode.GetItemByDataNode(segmentationNode), shNode.GetItemParent(volumeItem))
+    return transformId
 
 
 def setSegmentTerminology(segment: Any, entry: str) -> None:
@@ -89,7 +105,8 @@ def importLabelArray(segmentationNode: Any, labelsKJI: np.ndarray, table: Any,
 
 def backupSegments(segmentationNode: Any, table: Any, inputVolume: Any, name: str) -> Optional[Any]:
     """The undo state kept before an update: the segments an import would overwrite (same names
-    as labels of ``table``) copied into a new node. Returns None when nothing would be overwritten."""
+    as labels of ``table``) copied, on the input's grid and under its transform, into a new node.
+    Returns None when nothing would be overwritten."""
     slicer = _slicer()
     segmentation = segmentationNode.GetSegmentation()
     backup = None
@@ -99,6 +116,7 @@ def backupSegments(segmentationNode: Any, table: Any, inputVolume: Any, name: st
             continue
         if backup is None:
             backup = newSegmentationNode(name)
+            placeUnderTransformOf(backup, inputVolume)
             backup.SetReferenceImageGeometryParameterFromVolumeNode(inputVolume)
         mask = slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, segmentId, inputVolume)
         rgb = [c / 255.0 for c in label.color]

@@ -1,7 +1,8 @@
 """A strict stand-in for Slicer's Python modules (``slicer``, ``slicer.util``, ``qt``, ``ctk``, ``vtk``...).
 
 It offers ONLY the API names listed in ../shared/docs/slicer-conventions.md (every one of them
-verified against Slicer's source); any other attribute of a module raises AttributeError, and the
+verified against Slicer's source) and the few in ``VERIFIED_ELSEWHERE`` (each with the Slicer source
+file and commit it was checked in); any other attribute of a module raises AttributeError, and the
 fake objects define no catch-all ``__getattr__``, so a misspelt or invented Slicer call fails the
 tests. Geometry is real numpy maths: volume nodes hold a KJI array and a 4x4 IJK-to-RAS matrix;
 segments hold a binary mask on their reference volume's grid.
@@ -28,6 +29,14 @@ import numpy as np
 
 # Names the module code may use, per stand-in module (all from slicer-conventions.md; Qt: PyQt5-checked).
 ALLOWED: dict[str, set[str]] = {}
+# Slicer API names NOT in slicer-conventions.md, each verified in Slicer's source: name -> where.
+_TRANSFORMABLE_H = ("Libs/MRML/Core/vtkMRMLTransformableNode.h, Slicer/Slicer at commit "
+                    "1a324de7ccc49ed1a81f923646d0e340592745ec (vtkMRMLTransformableNode)")
+VERIFIED_ELSEWHERE: dict[str, str] = {
+    "GetTransformNodeID": _TRANSFORMABLE_H,
+    "SetAndObserveTransformNodeID": _TRANSFORMABLE_H,
+    "GetParentTransformNode": _TRANSFORMABLE_H,
+}
 RECORD: list[tuple[str, str]] = []  # (owner, name) of every stand-in API call, for the report
 
 
@@ -116,7 +125,44 @@ class _Node(_Observable):
         self._references[role] = nodeId
 
 
-class vtkMRMLScalarVolumeNode(_Node):
+class _TransformableNode(_Node):
+    """vtkMRMLTransformableNode: the parent-transform reference of volumes, segmentations and
+    transforms (names in ``VERIFIED_ELSEWHERE``). Transforms carry no geometry here: nodes under
+    the same transform share a frame, which is all the module relies on."""
+
+    def __init__(self, name: str = "") -> None:
+        super().__init__(name)
+        self._transformNodeId: Optional[str] = None
+
+    def GetTransformNodeID(self) -> Optional[str]:
+        _record(self.className, "GetTransformNodeID")
+        return self._transformNodeId
+
+    def SetAndObserveTransformNodeID(self, transformNodeID: Optional[str]) -> bool:
+        _record(self.className, "SetAndObserveTransformNodeID")
+        if transformNodeID is not None and not isinstance(transformNodeID, str):
+            raise TypeError("SetAndObserveTransformNodeID takes a node ID (str) or None")
+        if transformNodeID is not None and not isinstance(_nodeById(transformNodeID), vtkMRMLTransformNode):
+            raise AssertionError(f"stand-in: no transform node {transformNodeID} in the scene")
+        self._transformNodeId = transformNodeID
+        return True
+
+    def GetParentTransformNode(self) -> Optional[Any]:
+        _record(self.className, "GetParentTransformNode")
+        return _nodeById(self._transformNodeId) if self._transformNodeId else None
+
+
+def _nodeById(nodeId: str) -> Optional[_Node]:
+    return next((n for n in slicer.mrmlScene._nodes if n._id == nodeId), None)
+
+
+class vtkMRMLTransformNode(_TransformableNode):
+    """A transform (linear or not); tests add one with :func:`addTransformNode`."""
+
+    className = "vtkMRMLTransformNode"
+
+
+class vtkMRMLScalarVolumeNode(_TransformableNode):
     className = "vtkMRMLScalarVolumeNode"
 
     def __init__(self, name: str = "") -> None:
@@ -200,7 +246,7 @@ class vtkSegmentation:
         del self._segments[segmentId]
 
 
-class vtkMRMLSegmentationNode(_Node):
+class vtkMRMLSegmentationNode(_TransformableNode):
     className = "vtkMRMLSegmentationNode"
 
     def __init__(self, name: str = "") -> None:
@@ -662,6 +708,13 @@ def choosePath(pathEdit: ctkPathLineEdit, path: str) -> None:
     pathEdit._emit("currentPathChanged(QString)", str(path))
 
 
+def addTransformNode(name: str = "Transform") -> vtkMRMLTransformNode:
+    """What a user does in the Transforms module: a new transform node in the scene."""
+    node = vtkMRMLTransformNode(name)
+    slicer.mrmlScene._nodes.append(node)
+    return node
+
+
 # ================================================================ parameterNodeWrapper ==========
 class Choice:
     def __init__(self, choices: list) -> None:
@@ -861,6 +914,10 @@ def _updateSegmentBinaryLabelmapFromArray(narray: np.ndarray, segmentationNode: 
         raise ValueError("updateSegmentBinaryLabelmapFromArray: no reference geometry")
     if tuple(narray.shape) != tuple(reference._array.shape):
         raise ValueError(f"array shape {narray.shape} != reference volume {reference._array.shape}")
+    if reference._transformNodeId != segmentationNode._transformNodeId:
+        # Slicer would resample the mask through both parent transforms; the stand-in does not
+        raise AssertionError("stand-in only imports masks into a segmentation under the reference "
+                             "volume's parent transform")
     segment = segmentationNode._segmentation._segments[segmentId]
     segment._mask = (np.asarray(narray) > 0).astype(np.uint8)
     segment._ijkToRAS = reference._ijkToRAS.copy()
@@ -868,6 +925,8 @@ def _updateSegmentBinaryLabelmapFromArray(narray: np.ndarray, segmentationNode: 
 
 def _arrayFromSegmentBinaryLabelmap(segmentationNode: Any, segmentId: str,
                                     referenceVolumeNode: Any = None) -> np.ndarray:
+    """Slicer maps the segment through both parent transforms; stand-in transforms carry no
+    geometry, so the mask comes back as stored (on the grid it was made on)."""
     segment = segmentationNode._segmentation._segments[segmentId]
     reference = referenceVolumeNode or segmentationNode._referenceVolume
     if segment._mask is None:

@@ -92,6 +92,63 @@ def test_update_existing_segmentation_keeps_a_copy_of_replaced_segments(scene):
     assert _segment(first, "liver")._mask.sum() == (phantom_array() == 150).sum()
 
 
+def _expected_masks() -> dict[str, np.ndarray]:
+    """What the fake CLI segments, voxel by voxel, on the volume's own (local) grid."""
+    array = phantom_array()
+    return {"liver": (array >= 100) & (array < 200), "spleen": array >= 200}
+
+
+def test_volume_under_a_transform_segmentation_follows_it_on_the_local_grid(scene):
+    standin, volume, logic = scene
+    plain = logic.segment(volume, "fake-abdomen").segmentationNode
+    transform = standin.addTransformNode("Registration")
+    volume.SetAndObserveTransformNodeID(transform.GetID())
+    result = logic.segment(volume, "fake-abdomen")
+    node = result.segmentationNode
+    assert node is not plain
+    assert node.GetTransformNodeID() == transform.GetID()
+    assert node.GetParentTransformNode() is transform
+    assert plain.GetTransformNodeID() is None  # the earlier result stays where it was
+    for name, expected in _expected_masks().items():
+        segment = _segment(node, name)
+        np.testing.assert_array_equal(segment._mask, expected)  # no resampling
+        np.testing.assert_array_equal(segment._mask, _segment(plain, name)._mask)
+        np.testing.assert_allclose(segment._ijkToRAS, oblique_ijk_to_ras())  # local grid
+    assert any("under transform" in line for line in result.log)
+
+
+def test_existing_segmentation_is_moved_to_the_volumes_transform_with_its_undo_copy(scene):
+    standin, volume, logic = scene
+    other, registration = standin.addTransformNode("Other"), standin.addTransformNode("Registration")
+    existing = logic.segment(volume, "fake-abdomen").segmentationNode
+    existing.SetAndObserveTransformNodeID(other.GetID())
+    volume.SetAndObserveTransformNodeID(registration.GetID())
+    result = logic.segment(volume, "fake-abdomen", segmentationNode=existing)
+    assert result.segmentationNode is existing
+    assert existing.GetTransformNodeID() == registration.GetID()
+    assert result.backupNode.GetTransformNodeID() == registration.GetID()
+    assert existing.GetSegmentation().GetNumberOfSegments() == 2
+    for name, expected in _expected_masks().items():
+        np.testing.assert_array_equal(_segment(existing, name)._mask, expected)
+        np.testing.assert_array_equal(_segment(result.backupNode, name)._mask, expected)
+
+
+@pytest.mark.parametrize("previous", [None, "Other"])
+def test_volume_without_transform_gives_a_segmentation_without_transform(scene, previous):
+    standin, volume, logic = scene
+    existing = standin.slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "mine")
+    if previous:
+        existing.SetAndObserveTransformNodeID(standin.addTransformNode(previous).GetID())
+    new = logic.segment(volume, "fake-abdomen")
+    updated = logic.segment(volume, "fake-abdomen", segmentationNode=existing)
+    assert new.segmentationNode.GetTransformNodeID() is None
+    assert updated.segmentationNode is existing and existing.GetTransformNodeID() is None
+    assert existing.GetParentTransformNode() is None
+    assert not any("under transform" in line for line in new.log + updated.log)
+    for name, expected in _expected_masks().items():
+        np.testing.assert_array_equal(_segment(existing, name)._mask, expected)
+
+
 def test_failure_raises_with_the_cli_message_and_cleans_up(scene, monkeypatch):
     _, volume, logic = scene
     monkeypatch.setenv("FAKE_FAIL", "input.nrrd: a 3D volume is needed; select a 3D volume")

@@ -141,6 +141,32 @@ def test_updating_an_existing_segmentation_asks_first(widget, standin):
     assert existing.GetSegmentation().GetNumberOfSegments() == 2
 
 
+def test_volume_under_a_transform_logs_one_line_and_the_result_follows_it(widget, standin):
+    ui = widget.ui
+    transform = standin.addTransformNode("Registration")
+    widget.volume.SetAndObserveTransformNodeID(transform.GetID())
+    standin.chooseNode(ui.inputVolumeSelector, widget.volume)
+    ui.applyButton.click()
+    standin.runEventLoop(lambda: not widget.panel._running)
+    assert ui.statusLabel.text().startswith("Done")
+    node = widget._parameterNode.outputSegmentation
+    assert node.GetTransformNodeID() == transform.GetID()
+    expected = (f"input is under transform '{transform.GetID()}': the segmentation was placed under"
+                " the same transform")
+    lines = ui.logTextEdit.toPlainText().splitlines()
+    assert lines.count(expected) == 1 and sum("transform" in line for line in lines) == 1
+
+
+def test_volume_without_transform_logs_no_transform_line(widget, standin):
+    ui = widget.ui
+    standin.chooseNode(ui.inputVolumeSelector, widget.volume)
+    ui.applyButton.click()
+    standin.runEventLoop(lambda: not widget.panel._running)
+    assert ui.statusLabel.text().startswith("Done")
+    assert "transform" not in ui.logTextEdit.toPlainText()
+    assert widget._parameterNode.outputSegmentation.GetTransformNodeID() is None
+
+
 def test_train_button_runs_and_reports(widget, standin, tmp_path):
     config = tmp_path / "recipe.yaml"
     config.write_text("model: {name: unet3d}\n")
