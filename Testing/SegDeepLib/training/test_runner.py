@@ -224,3 +224,18 @@ def test_bf16_autocast_clipping_cosine_and_early_stopping(dataset, tmp_path):
     records = [json.loads(line) for line in (tmp_path / "bf16" / "metrics.jsonl").read_text().splitlines()]
     lrs = [r["lr"] for r in records if r["kind"] == "step"]
     assert lrs == sorted(lrs, reverse=True) and lrs[-1] < 1e-6
+
+
+def test_torch_compile_option_trains_like_eager(dataset, tmp_path):
+    # torch.compile (inductor, CPU) must give the eager losses to float tolerance, and the saved
+    # model must be the plain network (no "_orig_mod." keys), loadable without compiling.
+    pytest.importorskip("torch._inductor")
+    steps = {"epochs": 1, "steps_per_epoch": 3, "deterministic": True}
+    eager = train(tiny_config(dataset, tmp_path / "eager", training=steps, data={"num_workers": 0}))
+    compiled = train(tiny_config(dataset, tmp_path / "compiled", training={**steps, "compile": True},
+                                 data={"num_workers": 0}))
+    assert _losses(tmp_path / "compiled") == pytest.approx(_losses(tmp_path / "eager"), rel=1e-4, abs=1e-6)
+    weights = load_weights(compiled)["main"]
+    assert not any(key.startswith("_orig_mod.") for key in weights)
+    for key, value in load_weights(eager)["main"].items():
+        assert torch.allclose(weights[key].float(), value.float(), rtol=1e-3, atol=1e-5), key
