@@ -121,6 +121,7 @@ class ValidationConfig:
     max_cases: int | None = None
     tile_size: list[int] | None = None  # default: sampling.patch_size
     overlap: float = 0.25
+    pad_mode: Literal["constant", "replicate"] = "constant"  # voxels beyond the volume (also exported)
 
 
 @dataclass

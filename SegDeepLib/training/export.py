@@ -28,6 +28,7 @@ def inference_settings(c: TrainConfig) -> dict[str, Any]:
         "tile_size": list(c.validation.tile_size or c.sampling.patch_size),
         "overlap": c.validation.overlap,
         "weighting": "gaussian",
+        "pad_mode": c.validation.pad_mode,
     }
     if c.sampling.mode != "patch3d":
         sequence = c.sampling.mode == "sequence2d"

@@ -286,7 +286,7 @@ class Runner:
         tile = c.validation.tile_size or c.sampling.patch_size
         scores = [validate_case(self.model, self.setup.cache.get(i), c.sampling.mode, tile, c.validation.overlap,
                                 c.sampling.context_slices, c.sampling.sequence_length,
-                                self.setup.mapping.num_classes, self.device) for i in ids]
+                                self.setup.mapping.num_classes, self.device, c.validation.pad_mode) for i in ids]
         per_class, mean = mean_dice(scores)
         is_best = self.stopper.update(mean)
         if is_best:

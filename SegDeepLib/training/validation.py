@@ -97,7 +97,8 @@ def dice_per_class(pred: np.ndarray, target: np.ndarray, num_classes: int,
 
 
 def validate_case(model: torch.nn.Module, case: CachedCase, mode: str, tile: Sequence[int], overlap: float,
-                  context: int, sequence: int, num_classes: int, device: torch.device) -> list[float | None]:
+                  context: int, sequence: int, num_classes: int, device: torch.device,
+                  pad_mode: str = "constant") -> list[float | None]:
     """Dice per class of one whole case on the network grid (only annotated classes count).
 
     Runs the inference package's sliding window / slice predictor (the path the Predictor uses),
@@ -109,7 +110,8 @@ def validate_case(model: torch.nn.Module, case: CachedCase, mode: str, tile: Seq
     model.eval()
     image = torch.from_numpy(np.array(case.image, np.float32))  # a writable copy of the memory map
     if mode == "patch3d":
-        settings = TileSettings(tuple(int(t) for t in tile), overlap=overlap, weighting="gaussian")
+        settings = TileSettings(tuple(int(t) for t in tile), overlap=overlap, weighting="gaussian",
+                                pad_mode=pad_mode)
         probs = sliding_window(image, model, settings, device, region=case.region)
     else:
         # sequence models see runs of their training sequence length, as the exported model does

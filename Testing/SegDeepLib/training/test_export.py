@@ -74,5 +74,7 @@ def test_inference_settings_run_sequence_models_on_their_training_length(mode, w
 
     config = TrainConfig()
     config.sampling.mode, config.sampling.sequence_length = mode, 6
+    config.validation.pad_mode = "replicate"
     settings = inference_settings(config)
     assert settings.get("slices", {}).get("window") == window
+    assert settings["pad_mode"] == "replicate"  # the predictor pads as validation did

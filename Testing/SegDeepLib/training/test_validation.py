@@ -106,3 +106,22 @@ def test_validate_sequence_model_on_runs_of_its_training_length():
     assert scores == [0.0]
     scores = validate_case(SequenceLength(), case, "sequence2d", (6, 6), 0.0, 3, 12, 2, torch.device("cpu"))
     assert scores == [1.0]
+
+
+def test_validation_pad_mode_reaches_the_sliding_window():
+    # A 3x3x3 box sum of an all-ones 4^3 image in an 8^3 tile: zero padding beyond the volume makes
+    # the far-side voxels fall below the threshold, replicate padding does not.
+    from SegDeepLib.data.cache import CachedCase
+    from SegDeepLib.training.validation import validate_case
+
+    model = nn.Conv3d(1, 2, 3, padding=1, bias=True)
+    with torch.no_grad():
+        model.weight.zero_()
+        model.weight[1].fill_(1.0)
+        model.bias.copy_(torch.tensor([0.0, -26.5]))
+    image = np.ones((1, 4, 4, 4), np.float32)
+    case = CachedCase("c", image, np.ones((4, 4, 4), np.uint8), None, (1.0, 1.0, 1.0), [True, True], {})
+    args = ("patch3d", (8, 8, 8), 0.0, 3, 1, 2, torch.device("cpu"))
+    constant = validate_case(model, case, *args, pad_mode="constant")[0]
+    replicate = validate_case(model, case, *args, pad_mode="replicate")[0]
+    assert constant < replicate
