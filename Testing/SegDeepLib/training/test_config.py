@@ -79,6 +79,11 @@ def test_missing_dataset_and_wrong_labels_stop_before_training(tmp_path, capsys)
     assert main(["train", str(cfg), "--check"]) == 2
     assert "model.num_classes': 5 but the data gives 3" in capsys.readouterr().err
     assert main(["train", str(cfg), "model.num_classes=3", "--check"]) == 0
+    assert main(["train", str(cfg), "--check", "model.num_classes=3"]) == 0  # overrides after options
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["train", str(cfg), "--check", "--bogus"])
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
