@@ -91,3 +91,16 @@ def test_missing_dataset_and_wrong_labels_stop_before_training(tmp_path, capsys)
 def test_shipped_recipes_are_valid(recipe):
     c = load_config(recipe)
     assert c.model["name"] and c.loss["name"]
+
+
+@pytest.mark.parametrize("recipe", sorted((REPO / "configs").glob("*.yaml")) +
+                         sorted((REPO / "scripts" / "default_models").glob("*_*.yaml")), ids=lambda p: p.name)
+def test_trainable_crf_theta_beta_is_in_the_feature_channels_units(recipe):
+    # The CRF sees the network's input channels (window-rescaled to [0, 1]), so theta_beta must be
+    # given in those units: a few to a hundred HU, not the paper's HU value applied to [0, 1] data.
+    c = load_config(recipe)
+    if c.model["name"] != "cnn_crf":
+        pytest.skip("no trainable CRF")
+    low, high = c.data.preprocessing["intensity"]["window"]
+    theta_beta_hu = float(c.model["crf"]["theta_beta"]) * (high - low)
+    assert 1.0 <= theta_beta_hu <= 200.0, f"theta_beta = {theta_beta_hu:g} HU"
