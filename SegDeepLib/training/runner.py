@@ -94,6 +94,7 @@ class Runner:
         g = c.training.growth
         self.growth = Growth(g.attribute, g.maximum, g.patience_epochs, g.min_delta)
         self.pos = Position()
+        self._crf_backend_logged = False
         self.logger = RunLogger(c.out, progress, enabled=self.dist.is_main)
         self.ckpt_dir = c.out / "checkpoints"
 
@@ -243,9 +244,19 @@ class Runner:
             self.pos.step += 1
             self.pos.global_step += 1
             self.after_step(loss, start, bar)
+            self._log_crf_backend()
         if bar is not None:
             bar.close()
         return losses
+
+    def _log_crf_backend(self) -> None:
+        """Name the backend(s) a CRF-RNN in the model ran with, once per run."""
+        if self._crf_backend_logged:
+            return
+        self._crf_backend_logged = True
+        names = sorted({m.last_backend for m in self.model.modules() if getattr(m, "last_backend", None)})
+        if names:
+            self.logger.info(f"CRF backend: {', '.join(names)}")
 
     def after_step(self, loss: float, start: float, bar: Any) -> None:
         t, p = self.c.training, self.pos
