@@ -1,7 +1,21 @@
-"""Dense CRF / CRF-RNN with permutohedral-lattice message passing (PyTorch, C++ and CUDA)."""
+"""Dense CRF / CRF-RNN with permutohedral-lattice message passing (PyTorch, C++ and CUDA).
+
+The C++ backend keeps its large buffers between calls (bounded by ``SEGDEEP_CRF_CACHE_MB``, by
+default 2 GiB or 1/8 of the RAM); :func:`release_memory` frees them (see :mod:`.memory`).
+"""
 
 from SegDeepLib.crf.backends import BACKENDS, available_backends
 from SegDeepLib.crf.crfrnn import CRFRNN, crf_refine
 from SegDeepLib.crf.grid_search import grid_search
+from SegDeepLib.crf.memory import cache_stats, release_memory, set_cache_limit
 
-__all__ = ["BACKENDS", "CRFRNN", "available_backends", "crf_refine", "grid_search"]
+__all__ = [
+    "BACKENDS",
+    "CRFRNN",
+    "available_backends",
+    "cache_stats",
+    "crf_refine",
+    "grid_search",
+    "release_memory",
+    "set_cache_limit",
+]

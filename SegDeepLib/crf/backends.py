@@ -201,5 +201,12 @@ def smoothness_filter(
     return filters.ExtensionSeparableFilter(shape, bands, device, module, fused=backend == "cpp")
 
 
+def empty(backend: str, shape: Sequence[int], dtype: torch.dtype, device) -> torch.Tensor:
+    """Uninitialised buffer for ``backend``: the C++ extension's cached blocks for ``cpp``."""
+    if backend == "cpp":
+        return load_extension("cpu").empty_cached(list(shape), dtype)
+    return torch.empty(tuple(shape), dtype=dtype, device=device)
+
+
 def _kind(backend: str) -> str:
     return "cpu" if backend == "cpp" else "cuda"

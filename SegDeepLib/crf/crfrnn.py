@@ -12,12 +12,14 @@ Zheng et al. (ICCV 2015), in 3D as in Xu, Zhou & Liu (IJCARS 2018). With unaries
 Kernels are row-normalised and include the voxel itself; positions are in millimetres (voxel
 index times spacing), so anisotropic voxels are handled. The module returns ``U - P`` (logits of
 the final Q). The filters of an image are built once and reused for every iteration and for the
-backward pass.
+backward pass. Without autograd the mean field runs in buffers allocated once per call; with the
+C++ backend they (and the result) come from its block cache (:mod:`SegDeepLib.crf.memory`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Union
 
 import numpy as np
@@ -79,21 +81,42 @@ class CRFRNN(nn.Module):
         smooth = backends.smoothness_filter(
             backend, logits.shape[2:], spacing, self.theta_gamma, logits.device, dtype
         )
-        outputs = []
+        appearance = partial(
+            backends.image_appearance_filter,
+            backend,
+            spacing=spacing,
+            theta_alpha=self.theta_alpha,
+            theta_beta=self.theta_beta,
+            dtype=dtype,
+        )
+        if torch.is_grad_enabled():
+            outputs = [
+                self._mean_field(
+                    logits[item].to(dtype), appearance(features[item].detach()), smooth
+                )
+                for item in range(logits.shape[0])
+            ]
+            return torch.stack(outputs, 0)
+        empty = partial(backends.empty, backend, dtype=dtype, device=logits.device)
+        result = empty(logits.shape)
         for item in range(logits.shape[0]):
-            appearance = backends.image_appearance_filter(
-                backend, features[item].detach(), spacing, self.theta_alpha, self.theta_beta, dtype
-            )
-            outputs.append(self._mean_field(logits[item].to(dtype), appearance, smooth))
-        return torch.stack(outputs, 0)
+            filt = appearance(features[item].detach())
+            self._mean_field(logits[item].to(dtype), filt, smooth, result[item], empty)
+        return result
 
     def _mean_field(
         self,
         unary: torch.Tensor,
         appearance: filters.MessageFilter,
         smooth: filters.MessageFilter,
+        out: torch.Tensor | None = None,
+        empty: Callable[[Sequence[int]], torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """Mean field for one image: ``unary`` (L, *sp) -> refined logits (L, *sp)."""
+        """Mean field for one image: ``unary`` (L, *sp) -> refined logits (L, *sp).
+
+        Without autograd the result is written into ``out`` (L, *sp, contiguous) and the work
+        buffers come from ``empty(shape)``.
+        """
         shape = unary.shape
         u = unary.reshape(shape[0], -1)
         mu = self.compatibility.to(u.dtype)
@@ -106,7 +129,9 @@ class CRFRNN(nn.Module):
         bias = -(w1 + w2) * mu[:, -1:]
         terms = ((appearance, w1), (smooth, w2))
         if not torch.is_grad_enabled():
-            return _mean_field_inplace(u, bias, coupling, terms, self.num_iterations).reshape(shape)
+            flat = out.view(shape[0], -1)
+            _mean_field_inplace(u, bias, coupling, terms, self.num_iterations, flat, empty)
+            return out
         out = u
         q = _leading_probabilities(u)
         for _ in range(self.num_iterations):
@@ -117,18 +142,20 @@ class CRFRNN(nn.Module):
         return out.reshape(shape)
 
 
-def _mean_field_inplace(u, bias, coupling, terms, iterations: int) -> torch.Tensor:
+def _mean_field_inplace(u, bias, coupling, terms, iterations: int, out, empty) -> torch.Tensor:
     """The mean-field loop of :meth:`CRFRNN._mean_field` without autograd, in reused buffers.
 
     On large volumes a fresh tensor costs about as much in page faults as the arithmetic done in
-    it, so the logits, probabilities and messages each live in one buffer for all iterations.
+    it, so the logits (``out``, (L, N)), probabilities and messages each live in one buffer for
+    all iterations, taken from ``empty(shape)`` (uninitialised: each is fully written before it
+    is read).
     """
     if iterations == 0:
-        return u
-    out = torch.empty_like(u)
-    q = torch.empty_like(u[:-1])
-    msgs = [torch.empty_like(q) for _ in terms]
-    _leading_probabilities_into(u, q)
+        return out.copy_(u)
+    q = empty((u.shape[0] - 1, u.shape[1]))
+    msgs = [empty(q.shape) for _ in terms]
+    probs = empty(u.shape) if u.shape[0] > 2 else None
+    _leading_probabilities_into(u, q, probs)
     for _ in range(iterations):
         torch.add(u, bias, out=out)
         for (filt, weight), buf in zip(terms, msgs):
@@ -138,14 +165,19 @@ def _mean_field_inplace(u, bias, coupling, terms, iterations: int) -> torch.Tens
                 out.addcmul_(coeff, msg)
             else:
                 out.addmm_(coeff, msg)
-        _leading_probabilities_into(out, q)
+        _leading_probabilities_into(out, q, probs)
     return out
 
 
-def _leading_probabilities_into(logits: torch.Tensor, q: torch.Tensor) -> None:
-    """``q[:] = softmax(logits, 0)[:-1]`` without temporaries for two labels."""
+def _leading_probabilities_into(
+    logits: torch.Tensor, q: torch.Tensor, probs: torch.Tensor | None = None
+) -> None:
+    """``q[:] = softmax(logits, 0)[:-1]``: a sigmoid for two labels, else the softmax written
+    into ``probs`` (shaped like ``logits``; the same kernel as ``torch.softmax``) when given."""
     if logits.shape[0] == 2:
         torch.sub(logits[:1], logits[1:], out=q).sigmoid_()
+    elif probs is not None:
+        q.copy_(torch._softmax(logits, 0, False, out=probs)[:-1])
     else:
         q.copy_(torch.softmax(logits, 0)[:-1])
 

@@ -5,6 +5,9 @@ on first use (or ahead of time with ``segdeep crf --build-extension``) into a ca
 the sources, the torch version and the Python version, so a build happens once per machine. A
 failed build (no compiler, no nvcc, ...) logs a one-line warning and the caller falls back to the
 pure-PyTorch backend; it never raises.
+
+The CPU extension keeps its large blocks between calls; :mod:`SegDeepLib.crf.memory` sets the
+limit when it loads.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ LOG = logging.getLogger(__name__)
 CSRC = Path(__file__).resolve().parent / "csrc"
 CPU_SOURCES = ("crf_cpu.cpp",)
 CUDA_SOURCES = ("crf_cuda.cpp", "crf_kernels.cu")
+HEADERS = {"cpu": ("block_cache.h",), "cuda": ("crf_kernels.h",)}  # part of the build key
 _LOADED: dict[str, ModuleType | None] = {}
 _ERRORS: dict[str, str] = {}
 
@@ -68,7 +72,7 @@ def _compile(kind: str) -> ModuleType:
     from torch.utils.cpp_extension import load
 
     sources = CPU_SOURCES if kind == "cpu" else CUDA_SOURCES
-    name, build_dir = _build_dir(kind, sources)
+    name, build_dir = _build_dir(kind, sources + HEADERS[kind])
     build_dir.mkdir(parents=True, exist_ok=True)
     _remove_stale_lock(build_dir)
     flags = ["-O3", "-fopenmp"]
@@ -105,6 +109,10 @@ def load_extension(kind: str) -> ModuleType | None:
                 RuntimeWarning,
                 stacklevel=2,
             )
+    if module is not None and kind == "cpu":
+        from SegDeepLib.crf import memory  # memory imports this module
+
+        memory.apply_cache_limit(module)
     _LOADED[kind] = module
     return module
 

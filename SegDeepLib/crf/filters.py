@@ -51,8 +51,11 @@ class TorchLatticeFilter(MessageFilter):
     def __init__(self, lat: lattice.Lattice, dtype: torch.dtype) -> None:
         lat.weight = lat.weight.to(dtype)
         self.lat = lat
-        ones = torch.ones(1, lat.index.shape[0], dtype=dtype, device=lat.index.device)
-        self.norm = self._raw(ones, False)
+        self.norm = self._normaliser(lat.index.shape[0], dtype, lat.index.device)
+
+    def _normaliser(self, n: int, dtype: torch.dtype, device) -> torch.Tensor:
+        """(1, n): the filtered constant 1."""
+        return self._raw(torch.ones(1, n, dtype=dtype, device=device), False)
 
     def _raw(self, values: torch.Tensor, reverse: bool) -> torch.Tensor:
         return lattice.lattice_filter(self.lat, values, reverse)
@@ -75,6 +78,12 @@ class ExtensionLatticeFilter(TorchLatticeFilter):
         self.module = module
         self.fused = fused
         super().__init__(lat, dtype)
+
+    def _normaliser(self, n: int, dtype: torch.dtype, device) -> torch.Tensor:
+        if self.fused:  # the C++ module, in place in a buffer of its block cache
+            ones = self.module.empty_cached([1, n], dtype).fill_(1.0)
+            return self._raw(ones, False, out=ones)
+        return super()._normaliser(n, dtype, device)
 
     def _raw(self, values: torch.Tensor, reverse: bool, **divide) -> torch.Tensor:
         lat = self.lat
@@ -121,7 +130,7 @@ class ExtensionSeparableFilter(MessageFilter):
     """Separable Gaussian run by a compiled extension (``module.separable_filter``).
 
     ``fused``: the module takes a scratch volume for its intermediate passes (the C++ one), which
-    this filter keeps and reuses across calls.
+    this filter keeps and reuses across calls (a block of the module's cache).
     """
 
     def __init__(
@@ -144,7 +153,7 @@ class ExtensionSeparableFilter(MessageFilter):
             or self.scratch.shape != grid.shape
             or self.scratch.dtype != grid.dtype
         ):
-            self.scratch = torch.empty_like(grid)
+            self.scratch = self.module.empty_cached(list(grid.shape), grid.dtype)
         if out is not None:
             out = out.view(grid.shape)
         return self.module.separable_filter(grid, bands, self.scratch, out).reshape(values.shape)

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from SegDeepLib.crf.crfrnn import crf_refine
+from SegDeepLib.crf.memory import release_memory
 from SegDeepLib.errors import SegDeepError
 
 
@@ -61,12 +62,19 @@ def grid_search(
     w1: Sequence[float] = (1.0, 3.0, 5.0, 10.0),
     **fixed,
 ) -> GridSearchResult:
-    """Try every (theta_alpha, theta_beta, w1) on ``cases``; ``fixed`` = other CRF arguments."""
+    """Try every (theta_alpha, theta_beta, w1) on ``cases``; ``fixed`` = other CRF arguments.
+
+    The C++ backend reuses its buffers from run to run; each bandwidth pair has lattices of its
+    own size, so the cache fills up (to its limit) during the search: it is emptied at the end.
+    """
     if not cases:
         raise SegDeepError("CRF grid search: no validation cases given")
     table = []
-    for ta, tb, w in itertools.product(theta_alpha, theta_beta, w1):
-        params = dict(fixed, theta_alpha=float(ta), theta_beta=float(tb), w1=float(w))
-        table.append((params, _score(cases, params)))
+    try:
+        for ta, tb, w in itertools.product(theta_alpha, theta_beta, w1):
+            params = dict(fixed, theta_alpha=float(ta), theta_beta=float(tb), w1=float(w))
+            table.append((params, _score(cases, params)))
+    finally:
+        release_memory()
     table.sort(key=lambda row: -row[1])
     return GridSearchResult(table[0][0], table[0][1], _score(cases, None), table)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -158,11 +159,15 @@ def run_one(impl: str, size: str, repeats: int) -> dict:
         raise SystemExit(f"unknown implementation {impl}; one of {IMPLS}")
     base = bc.rss_mb()
     fn()  # warm-up (builds/loads extensions)
-    times, rss = [], []
+    times, rss, cpu, faults = [], [], [], []
     for _ in range(repeats):
+        u0 = resource.getrusage(resource.RUSAGE_SELF)
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
+        u1 = resource.getrusage(resource.RUSAGE_SELF)
+        cpu.append((u1.ru_utime - u0.ru_utime, u1.ru_stime - u0.ru_stime))
+        faults.append(u1.ru_minflt - u0.ru_minflt)
         rss.append(round(bc.rss_mb() - base, 1))
     return {
         "impl": impl,
@@ -173,6 +178,9 @@ def run_one(impl: str, size: str, repeats: int) -> dict:
         "median_s": round(statistics.median(times), 4),
         "min_s": round(min(times), 4),
         "times_s": [round(t, 4) for t in times],
+        "user_s": round(statistics.median(c[0] for c in cpu), 4),
+        "sys_s": round(statistics.median(c[1] for c in cpu), 4),
+        "page_faults": int(statistics.median(faults)),
         "delta_peak_rss_mb": round(bc.peak_rss_mb() - base, 1),
         "rss_after_each_mb": rss,
         "dice_unary": round(bc.dice(p > 0.5, gt), 4),

@@ -8,6 +8,9 @@
 //                divide_after (N,) = None, out = None) -> (C, N)
 // separable_filter(values (C, *spatial), bands [(n_axis, 2R+1)], scratch = None, out = None)
 //     -> (C, *spatial)
+// empty_cached(sizes, dtype), cache_stats(), cache_set_limit(bytes), cache_release(),
+// cache_set_debug(poison, min_block): the block cache of block_cache.h, which keeps the lattice
+// tables and every large internal array of the functions above between calls.
 //
 // The lattice math is the one of SegDeepLib/crf/lattice.py (Adams et al. 2010, Kraehenbuehl's
 // rounding and ranking). The grid build computes the appearance features of the voxels on the fly
@@ -36,7 +39,29 @@
 #include <limits>
 #include <vector>
 
+#include "block_cache.h"
+
 namespace {
+
+using segdeep::Buffer;
+
+// An uninitialised contiguous CPU tensor; a large one lives in a block of the cache
+// (segdeep::BlockCache) and gives it back when the tensor is freed.
+torch::Tensor cached_empty(at::IntArrayRef sizes, c10::ScalarType dtype) {
+  const auto options = torch::TensorOptions().dtype(dtype);
+  int64_t numel = 1;
+  for (int64_t s : sizes) {
+    TORCH_CHECK(s >= 0, "negative size");
+    numel *= s;
+  }
+  const size_t bytes = static_cast<size_t>(numel) * c10::elementSize(dtype);
+  segdeep::BlockCache& cache = segdeep::BlockCache::instance();
+  if (bytes < cache.min_block()) return torch::empty(sizes, options);
+  const segdeep::Allocation block = cache.acquire(bytes);
+  return torch::from_blob(
+      block.ptr, sizes, [block](void*) { segdeep::BlockCache::instance().release(block); },
+      options);
+}
 
 constexpr int64_t kGrain = 2048;
 constexpr int kMaxDim = 16;
@@ -57,7 +82,7 @@ class KeyTable {
   void reset(int64_t expected) {
     size_t cap = 64;
     while (cap < 2 * static_cast<size_t>(std::max<int64_t>(expected, 1))) cap <<= 1;
-    if (slots_.size() < cap || slots_.size() > 4 * cap) slots_.resize(cap);
+    if (slots_.size() < cap || slots_.size() > 4 * cap) slots_.allocate(cap);
     cap = slots_.size();
     std::memset(static_cast<void*>(slots_.data()), 0xff, cap * sizeof(Slot));
     mask_ = cap - 1;
@@ -97,19 +122,20 @@ class KeyTable {
     int64_t id;
   };
   void grow() {
-    std::vector<Slot> old;
+    Buffer<Slot> old;
     old.swap(slots_);
-    slots_.resize(old.size() * 2);
+    slots_.allocate(old.size() * 2);
     std::memset(static_cast<void*>(slots_.data()), 0xff, slots_.size() * sizeof(Slot));
     mask_ = slots_.size() - 1;
-    for (const Slot& s : old) {
+    for (size_t i = 0; i < old.size(); ++i) {
+      const Slot& s = old[i];
       if (s.key < 0) continue;
       size_t pos = mix(static_cast<uint64_t>(s.key)) & mask_;
       while (slots_[pos].key >= 0) pos = (pos + 1) & mask_;
       slots_[pos] = s;
     }
   }
-  std::vector<Slot> slots_;
+  Buffer<Slot> slots_;  // uninitialised until reset
   size_t mask_ = 0;
   int64_t count_ = 0;
 };
@@ -333,9 +359,10 @@ inline void simplex_keys(const double* f, const Geometry& g, int64_t* keys, doub
 
 // Keys first seen in one chunk, in order of first use, and for each the id it has in the
 // previous chunk's table (-1: not there, or the previous chunk belongs to another thread).
+// Cached blocks: together they hold about 12 bytes per point.
 struct ChunkKeys {
-  std::vector<int64_t> keys;
-  std::vector<int32_t> link;
+  segdeep::GrowBuffer<int64_t> keys;
+  segdeep::GrowBuffer<int32_t> link;
 };
 
 // Chunk length: a function of N only (the lattice does not depend on the thread count).
@@ -424,21 +451,22 @@ void run_local_pass(const Source& src, const Geometry& g, int64_t n, int64_t chu
 }
 
 // Global ids of the chunk-local vertices (serial, chunk order): a key linked to the previous
-// chunk takes that chunk's id, any other is looked up in (or added to) the global table.
-std::vector<std::vector<int64_t>> merge_chunks(std::vector<ChunkKeys>& chunks, KeyTable& global,
-                                               std::vector<int64_t>& global_keys) {
+// chunk takes that chunk's id, any other is looked up in (or added to) the global table. Each
+// chunk's keys are replaced by their global ids (the remap of its local ids); the distinct keys,
+// in id order, go to global_keys. Returns the vertex count.
+int64_t merge_chunks(std::vector<ChunkKeys>& chunks, KeyTable& global,
+                     Buffer<int64_t>& global_keys) {
   int64_t candidates = 0;
   for (const ChunkKeys& ck : chunks) {
-    for (int32_t l : ck.link) candidates += l < 0;
+    for (size_t a = 0; a < ck.link.size(); ++a) candidates += ck.link[a] < 0;
   }
   global.reset(candidates);
-  global_keys.reserve(candidates);
-  std::vector<std::vector<int64_t>> remap(chunks.size());
+  global_keys.allocate(static_cast<size_t>(std::max<int64_t>(candidates, 1)));
+  int64_t m = 0;
   for (size_t t = 0; t < chunks.size(); ++t) {
     ChunkKeys& ck = chunks[t];
-    std::vector<int64_t>& rm = remap[t];
+    int64_t* rm = ck.keys.data();  // key in, global id out
     const size_t count = ck.keys.size();
-    rm.resize(count);
     constexpr size_t kAhead = 32;  // prefetch distance (keys) into the global table
     for (size_t a = 0; a < std::min(count, kAhead); ++a) {
       if (ck.link[a] < 0) global.prefetch(mix(static_cast<uint64_t>(ck.keys[a])));
@@ -448,27 +476,26 @@ std::vector<std::vector<int64_t>> merge_chunks(std::vector<ChunkKeys>& chunks, K
         global.prefetch(mix(static_cast<uint64_t>(ck.keys[a + kAhead])));
       }
       if (ck.link[a] >= 0) {
-        rm[a] = remap[t - 1][ck.link[a]];
+        rm[a] = chunks[t - 1].keys[ck.link[a]];
         continue;
       }
-      const int64_t key = ck.keys[a];
+      const int64_t key = rm[a];
       bool inserted;
-      rm[a] = global.find_or_insert(key, mix(static_cast<uint64_t>(key)),
-                                    static_cast<int64_t>(global_keys.size()), inserted);
-      if (inserted) global_keys.push_back(key);
+      rm[a] = global.find_or_insert(key, mix(static_cast<uint64_t>(key)), m, inserted);
+      if (inserted) global_keys[m++] = key;
     }
-    ChunkKeys().keys.swap(ck.keys);
-    ChunkKeys().link.swap(ck.link);
+    ck.link.reset();
   }
-  return remap;
+  return m;
 }
 
+// Local ids -> global ids (merge_chunks left each chunk's global ids in its keys).
 template <typename IT>
 void remap_index(const int32_t* local, IT* out, int64_t n, int d, int64_t chunk,
-                 const std::vector<std::vector<int64_t>>& remap) {
+                 const std::vector<ChunkKeys>& remap) {
   at::parallel_for(0, static_cast<int64_t>(remap.size()), 1, [&](int64_t tb, int64_t te) {
     for (int64_t t = tb; t < te; ++t) {
-      const int64_t* rm = remap[t].data();
+      const int64_t* rm = remap[t].keys.data();
       const int64_t b = t * chunk * (d + 1), e = std::min(n, (t + 1) * chunk) * (d + 1);
       for (int64_t p = b; p < e; ++p) out[p] = static_cast<IT>(rm[local[p]]);
     }
@@ -476,10 +503,9 @@ void remap_index(const int32_t* local, IT* out, int64_t n, int d, int64_t chunk,
 }
 
 template <typename IT>
-void find_neighbors(const KeyTable& global, const std::vector<int64_t>& keys, const Geometry& g,
+void find_neighbors(const KeyTable& global, const int64_t* keys, int64_t m, const Geometry& g,
                     IT* nb) {
   const int d = g.d;
-  const int64_t m = static_cast<int64_t>(keys.size());
   int64_t shift[kMaxDim + 1];
   for (int j = 0; j <= d; ++j) {
     shift[j] = 0;
@@ -522,9 +548,9 @@ std::vector<torch::Tensor> build_from(const Source& src, int64_t n, int d,
   const int64_t chunk = chunk_length(n);
   TORCH_CHECK(chunk * (d + 1) < std::numeric_limits<int32_t>::max(), "CRF lattice: chunk too big");
   std::vector<ChunkKeys> chunks((n + chunk - 1) / chunk);
-  auto opts32 = torch::TensorOptions().dtype(torch::kInt32);
-  torch::Tensor index = torch::empty({n, d + 1}, opts32);
-  torch::Tensor weight = torch::empty({n, d + 1}, torch::TensorOptions().dtype(weight_dtype));
+  // Every element of index, weight and neighbors is written below (cached blocks hold old data).
+  torch::Tensor index = cached_empty({n, d + 1}, torch::kInt32);
+  torch::Tensor weight = cached_empty({n, d + 1}, weight_dtype);
   int32_t* idx = index.data_ptr<int32_t>();
   if (weight_dtype == torch::kFloat64) {
     run_local_pass(src, g, n, chunk, idx, weight.data_ptr<double>(), chunks);
@@ -532,21 +558,20 @@ std::vector<torch::Tensor> build_from(const Source& src, int64_t n, int d,
     run_local_pass(src, g, n, chunk, idx, weight.data_ptr<float>(), chunks);
   }
   KeyTable global;
-  std::vector<int64_t> keys;
-  const std::vector<std::vector<int64_t>> remap = merge_chunks(chunks, global, keys);
-  const int64_t m = static_cast<int64_t>(keys.size());
+  Buffer<int64_t> keys;
+  const int64_t m = merge_chunks(chunks, global, keys);
   const bool wide = force_int64 || m + 1 > std::numeric_limits<int32_t>::max();
   torch::Tensor neighbors;
   if (wide) {
-    torch::Tensor wide_index = torch::empty({n, d + 1}, torch::TensorOptions().dtype(torch::kInt64));
-    remap_index(idx, wide_index.data_ptr<int64_t>(), n, d, chunk, remap);
+    torch::Tensor wide_index = cached_empty({n, d + 1}, torch::kInt64);
+    remap_index(idx, wide_index.data_ptr<int64_t>(), n, d, chunk, chunks);
     index = wide_index;
-    neighbors = torch::empty({d + 1, 2, m}, torch::TensorOptions().dtype(torch::kInt64));
-    find_neighbors(global, keys, g, neighbors.data_ptr<int64_t>());
+    neighbors = cached_empty({d + 1, 2, m}, torch::kInt64);
+    find_neighbors(global, keys.data(), m, g, neighbors.data_ptr<int64_t>());
   } else {
-    remap_index(idx, idx, n, d, chunk, remap);
-    neighbors = torch::empty({d + 1, 2, m}, opts32);
-    find_neighbors(global, keys, g, neighbors.data_ptr<int32_t>());
+    remap_index(idx, idx, n, d, chunk, chunks);
+    neighbors = cached_empty({d + 1, 2, m}, torch::kInt32);
+    find_neighbors(global, keys.data(), m, g, neighbors.data_ptr<int32_t>());
   }
   return {index, weight, neighbors};
 }
@@ -602,7 +627,8 @@ void splat_impl(const IT* idx, const T* w, const T* vals, const T* div, int64_t 
   const int D = DP > 0 ? DP : dp;
   const int nthreads = at::get_num_threads();
   const int64_t len = (m + 1) * c;
-  std::vector<T> buffers(static_cast<size_t>(std::max(0, nthreads - 1)) * len);
+  Buffer<T> buffers(static_cast<size_t>(std::max(0, nthreads - 1)) * len);
+  std::fill(buffers.data(), buffers.data() + buffers.size(), T(0));
   std::fill(lat, lat + len, T(0));
   at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
     const int tid = at::get_thread_num();
@@ -705,7 +731,8 @@ struct FilterArgs {
 
 template <typename T, typename IT, int DP>
 void filter_impl(const FilterArgs<T, IT>& a) {
-  std::vector<T> buf_a((a.m + 1) * a.c), buf_b((a.m + 1) * a.c);
+  // The splat zeroes buf_a; every blur step writes all of its destination.
+  Buffer<T> buf_a((a.m + 1) * a.c), buf_b((a.m + 1) * a.c);
   T* lat = buf_a.data();
   T* tmp = buf_b.data();
   splat_impl<T, IT, DP>(a.idx, a.w, a.vals, a.div_before, a.n, a.d + 1, a.c, a.m, lat);
@@ -759,7 +786,9 @@ torch::Tensor lattice_filter(torch::Tensor index, torch::Tensor weight, torch::T
   const int64_t m = neighbors.size(2);
   TORCH_CHECK(index.size(0) == n && weight.size(0) == n, "index, weight and values: same N");
   // The splat reads all values before the slice writes: out_buffer may even be values itself.
-  torch::Tensor out = usable_buffer(out_buffer, values) ? *out_buffer : torch::empty_like(values);
+  torch::Tensor out = usable_buffer(out_buffer, values)
+                          ? *out_buffer
+                          : torch::empty_like(values);
   AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "lattice_filter", [&] {
     torch::Tensor keep_before, keep_after;
     const scalar_t* before = optional_ptr<scalar_t>(divide_before, n, values.scalar_type(), keep_before);
@@ -865,7 +894,7 @@ torch::Tensor separable_filter(torch::Tensor values, std::vector<torch::Tensor> 
   torch::Tensor tmp = usable_buffer(scratch, values) && scratch->data_ptr() != in &&
                               scratch->data_ptr() != out.data_ptr()
                           ? *scratch
-                          : torch::empty_like(values);
+                          : cached_empty(values.sizes(), values.scalar_type());
   AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "separable_filter", [&] {
     const int64_t passes = static_cast<int64_t>(bands.size());
     const scalar_t* src = values.data_ptr<scalar_t>();
@@ -890,6 +919,37 @@ torch::Tensor separable_filter(torch::Tensor values, std::vector<torch::Tensor> 
   return out;
 }
 
+// The block cache, seen from Python (SegDeepLib/crf/memory.py).
+torch::Tensor empty_cached(std::vector<int64_t> sizes, c10::ScalarType dtype) {
+  return cached_empty(sizes, dtype);
+}
+
+py::dict cache_stats() {
+  const segdeep::CacheStats s = segdeep::BlockCache::instance().stats();
+  py::dict out;
+  out["held_bytes"] = s.held_bytes;
+  out["held_blocks"] = s.held_blocks;
+  out["in_use_bytes"] = s.in_use_bytes;
+  out["in_use_blocks"] = s.in_use_blocks;
+  out["peak_in_use_blocks"] = s.peak_in_use_blocks;
+  out["limit_bytes"] = s.limit_bytes;
+  out["fresh_blocks"] = s.fresh_blocks;
+  out["reused_blocks"] = s.reused_blocks;
+  return out;
+}
+
+void cache_set_limit(int64_t bytes) {
+  TORCH_CHECK(bytes >= 0, "cache limit must be >= 0 bytes");
+  segdeep::BlockCache::instance().set_limit(static_cast<size_t>(bytes));
+}
+
+void cache_release() { segdeep::BlockCache::instance().release_all(); }
+
+void cache_set_debug(bool poison, int64_t min_block) {
+  TORCH_CHECK(min_block >= 0, "min_block must be >= 0 bytes");
+  segdeep::BlockCache::instance().set_debug(poison, static_cast<size_t>(min_block));
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("build_lattice", &build_lattice, "build a permutohedral lattice of (N, d) features (CPU)",
         py::arg("features"), py::arg("weight_dtype"), py::arg("force_int64") = false);
@@ -905,4 +965,14 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("separable_filter", &separable_filter,
         "banded separable filter (CPU); optional scratch and output buffers", py::arg("values"),
         py::arg("bands"), py::arg("scratch") = py::none(), py::arg("out") = py::none());
+  m.def("empty_cached", &empty_cached,
+        "uninitialised contiguous CPU tensor; large ones live in the block cache",
+        py::arg("sizes"), py::arg("dtype"));
+  m.def("cache_stats", &cache_stats, "block cache counters (bytes and blocks kept, in use, ...)");
+  m.def("cache_set_limit", &cache_set_limit, "most bytes the cache keeps (0: keep none)",
+        py::arg("bytes"));
+  m.def("cache_release", &cache_release, "free every block the cache keeps");
+  m.def("cache_set_debug", &cache_set_debug,
+        "tests: fill blocks with 0xff bytes when handed out; cache blocks from min_block bytes",
+        py::arg("poison"), py::arg("min_block") = static_cast<int64_t>(segdeep::kCachedMin));
 }

@@ -229,3 +229,14 @@ def test_short_training_lowers_loss(crop):
     for p in (crf.w1, crf.w2, crf.compatibility):
         assert torch.isfinite(p).all()
     assert crf.compatibility.grad is not None and crf.compatibility.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_softmax_written_into_a_buffer_is_torch_softmax(dtype):
+    """The in-place mean field's softmax for > 2 labels (no per-iteration temporary)."""
+    from SegDeepLib.crf.crfrnn import _leading_probabilities_into
+
+    logits = torch.randn(4, 5000, generator=torch.Generator().manual_seed(0), dtype=dtype) * 5
+    q, probs = torch.empty(3, 5000, dtype=dtype), torch.full((4, 5000), float("nan"), dtype=dtype)
+    _leading_probabilities_into(logits, q, probs)
+    assert torch.equal(q, torch.softmax(logits, 0)[:-1])
