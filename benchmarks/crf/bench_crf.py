@@ -141,12 +141,12 @@ def _pydensecrf(u8, p, cfg, bc):
     return fn, lambda: out["q"].reshape(2, *u8.shape).argmax(0) == 1, lambda: "pydensecrf"
 
 
-def run_one(impl: str, size: str, repeats: int) -> dict:
+def run_one(impl: str, size: str, repeats: int, config: str = "A") -> dict:
     import torch
 
     bc = _bc()
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
-    cfg = bc.CONFIGS["A"]
+    cfg = bc.CONFIGS[config]
     hu, gt, p = bc.get_case(size)
     u8, tb = bc.hu_to_u8(hu), bc.theta_beta_u8(cfg)
     if impl.startswith("segdeep"):
@@ -173,6 +173,7 @@ def run_one(impl: str, size: str, repeats: int) -> dict:
         "impl": impl,
         "backend": backend(),
         "size": size,
+        "config": config,
         "shape": list(gt.shape),
         "threads": torch.get_num_threads(),
         "median_s": round(statistics.median(times), 4),
@@ -190,13 +191,13 @@ def run_one(impl: str, size: str, repeats: int) -> dict:
     }
 
 
-def run_all(sizes: list[str], out: str | None, repeats: int) -> None:
+def run_all(sizes: list[str], out: str | None, repeats: int, config: str = "A") -> None:
     bc = _bc()
     results = [{"impl": "calibration_start", **bc.calibrate(), "load": round(bc.loadavg(), 2)}]
     print("RESULT " + json.dumps(results[0]), flush=True)
     for size in sizes:
         for impl in IMPLS:
-            cmd = [sys.executable, __file__, impl, size, "--repeats", str(repeats)]
+            cmd = [sys.executable, __file__, impl, size, "--repeats", str(repeats), "--config", config]
             proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
             lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
             res = (
@@ -252,11 +253,13 @@ def main() -> None:
     ap.add_argument("--sizes", default="M,L")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--config", default="A", choices=("A", "P"),
+                    help="crf.md parameter setting: A (default) or P (theta 1 voxel, a lattice ~2x the voxels)")
     args = ap.parse_args()
     if args.impl == "all":
-        run_all(args.sizes.split(","), args.out, args.repeats)
+        run_all(args.sizes.split(","), args.out, args.repeats, args.config)
     else:
-        print("RESULT " + json.dumps(run_one(args.impl, args.size, args.repeats)), flush=True)
+        print("RESULT " + json.dumps(run_one(args.impl, args.size, args.repeats, args.config)), flush=True)
 
 
 if __name__ == "__main__":
