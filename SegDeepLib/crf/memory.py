@@ -45,6 +45,7 @@ STATS_KEYS = (
     "limit_bytes",
     "fresh_blocks",
     "reused_blocks",
+    "split_blocks",
 )
 _override_mb: float | None = None
 
@@ -102,8 +103,9 @@ def release_memory() -> None:
 def cache_stats() -> dict[str, int]:
     """Counters of the cache: ``held_bytes``/``held_blocks`` (kept, free), ``in_use_bytes``/
     ``in_use_blocks`` (large blocks of live tensors and buffers) and ``peak_in_use_blocks``,
-    ``limit_bytes``, ``fresh_blocks`` (obtained from the system) and ``reused_blocks`` (served
-    from the cache) since the process started; all zero before the extension loads."""
+    ``limit_bytes``, ``fresh_blocks`` (obtained from the system), ``reused_blocks`` (served
+    from the cache) and ``split_blocks`` (of those, cut from a bigger kept block) since the process
+    started; all zero before the extension loads."""
     module = _loaded()
     if module is None:
         return dict.fromkeys(STATS_KEYS, 0)

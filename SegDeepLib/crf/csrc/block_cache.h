@@ -8,7 +8,8 @@
 // cache: a block given back is kept, and the next request of about the same size gets it again,
 // already faulted in.
 //
-// Policy: best fit among the kept blocks of size request .. request * 3/2 (page-rounded); blocks
+// Policy: best fit among the kept blocks of size request .. request * 3/2 (page-rounded), else
+// the head of the smallest bigger kept block, its tail unmapped (not on Windows: malloc); blocks
 // not in use are kept up to a limit in bytes (set_limit; 0 disables the cache), the least
 // recently given back freed first beyond it; a request that finds no block also frees the blocks
 // idle for about two calls (evict_idle); release_all() frees every kept block. Blocks in use do
@@ -56,6 +57,7 @@ struct CacheStats {
   size_t limit_bytes = 0;
   uint64_t fresh_blocks = 0;   // large blocks obtained from the system
   uint64_t reused_blocks = 0;  // requests served from the kept blocks
+  uint64_t split_blocks = 0;   // of those, cut from a bigger kept block (its tail unmapped)
 };
 
 class BlockCache {
@@ -159,14 +161,31 @@ class BlockCache {
         best = i;
       }
     }
+    bool split = false;
+#ifndef _WIN32
+    if (best == kept_.size()) {
+      // No block of about the right size: cut the request from the smallest bigger kept block
+      // and unmap its tail, rather than map a new block while that one sits idle (a call's
+      // peak memory stays that of its largest live set, as without the cache).
+      for (size_t i = 0; i < kept_.size(); ++i) {
+        if (kept_[i].size > want && (best == kept_.size() || kept_[i].size < kept_[best].size)) best = i;
+      }
+      split = best != kept_.size();
+    }
+#endif
     if (best == kept_.size()) {
       evict_idle(stale);
       return nullptr;
     }
-    const Block b = kept_[best];
+    Block b = kept_[best];
     kept_[best] = kept_.back();
     kept_.pop_back();
     stats_.held_bytes -= b.size;
+    if (split) {
+      stale.push_back(Block{static_cast<char*>(b.ptr) + want, b.size - want, 0});
+      b.size = want;
+      stats_.split_blocks += 1;
+    }
     stats_.in_use_bytes += b.size;
     stats_.in_use_blocks += 1;
     stats_.peak_in_use_blocks = std::max(stats_.peak_in_use_blocks, stats_.in_use_blocks);

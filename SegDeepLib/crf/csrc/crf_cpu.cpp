@@ -935,6 +935,7 @@ py::dict cache_stats() {
   out["limit_bytes"] = s.limit_bytes;
   out["fresh_blocks"] = s.fresh_blocks;
   out["reused_blocks"] = s.reused_blocks;
+  out["split_blocks"] = s.split_blocks;
   return out;
 }
 
