@@ -190,7 +190,8 @@ class SegDeepRunLogic:
                 segmentationNode, table, volumeNode, f"Before SegDeep {modelId}")
         transformId = segmentation.prepareSegmentation(segmentationNode, volumeNode)
         if transformId:
-            job.addLog(f"input is under transform '{transformId}': the segmentation was placed"
+            name = volumeNode.GetParentTransformNode().GetName()
+            job.addLog(f"input is under transform '{name}': the segmentation was placed"
                        " under the same transform")
         result.segmentIds = segmentation.importLabelArray(segmentationNode, labels, table, volumeNode)
         if show3D:

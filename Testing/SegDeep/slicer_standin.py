@@ -32,7 +32,10 @@ ALLOWED: dict[str, set[str]] = {}
 # Slicer API names NOT in slicer-conventions.md, each verified in Slicer's source: name -> where.
 _TRANSFORMABLE_H = ("Libs/MRML/Core/vtkMRMLTransformableNode.h, Slicer/Slicer at commit "
                     "1a324de7ccc49ed1a81f923646d0e340592745ec (vtkMRMLTransformableNode)")
+_NODE_H = ("Libs/MRML/Core/vtkMRMLNode.h, Slicer/Slicer at commit "
+           "0276e1d23a5b0d8aa471ed8b0f1aa5f42072dc15 (vtkMRMLNode: vtkGetStringMacro(Name))")
 VERIFIED_ELSEWHERE: dict[str, str] = {
+    "GetName": _NODE_H,
     "GetTransformNodeID": _TRANSFORMABLE_H,
     "SetAndObserveTransformNodeID": _TRANSFORMABLE_H,
     "GetParentTransformNode": _TRANSFORMABLE_H,
@@ -119,6 +122,10 @@ class _Node(_Observable):
 
     def SetName(self, name: str) -> None:
         self._name = name
+
+    def GetName(self) -> str:
+        _record(self.className, "GetName")
+        return self._name
 
     def SetNodeReferenceID(self, role: str, nodeId: str) -> None:
         _record(self.className, "SetNodeReferenceID")

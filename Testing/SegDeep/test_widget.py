@@ -151,7 +151,7 @@ def test_volume_under_a_transform_logs_one_line_and_the_result_follows_it(widget
     assert ui.statusLabel.text().startswith("Done")
     node = widget._parameterNode.outputSegmentation
     assert node.GetTransformNodeID() == transform.GetID()
-    expected = (f"input is under transform '{transform.GetID()}': the segmentation was placed under"
+    expected = (f"input is under transform '{transform.GetName()}': the segmentation was placed under"
                 " the same transform")
     lines = ui.logTextEdit.toPlainText().splitlines()
     assert lines.count(expected) == 1 and sum("transform" in line for line in lines) == 1
