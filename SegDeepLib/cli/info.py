@@ -40,7 +40,17 @@ def environment() -> dict[str, Any]:
     except ImportError:
         info["torch"] = None
     info["crf_backends"] = _crf_backends()
+    info["crf_cache_limit_mb"] = _crf_cache_limit()
     return info
+
+
+def _crf_cache_limit() -> Any:
+    """The cpp backend's block-cache cap in MB (``SEGDEEP_CRF_CACHE_MB``; 0: no cache)."""
+    try:
+        from SegDeepLib.crf.memory import cache_limit_mb
+    except ImportError:
+        return None
+    return round(cache_limit_mb(), 1)
 
 
 def _crf_backends() -> Any:
