@@ -70,6 +70,9 @@ class AugmentSettings:
     brightness: float = 0.0
     contrast_range: Sequence[float] = (1.0, 1.0)
     intensity_probability: float = 0.0
+    class_shift: dict[int, float] = field(default_factory=dict)  # class -> largest added value
+    class_shift_probability: float = 0.0
+    class_shift_cap: float | None = None  # values are not raised above it (a window's top)
 
 
 def _control_shape(patch: Sequence[int], spacing: int) -> tuple[int, ...]:
@@ -113,6 +116,30 @@ def sample_intensity(rng: np.random.Generator, s: AugmentSettings) -> IntensityP
         noise_std=float(rng.uniform(0, s.noise_std)),
         noise_seed=int(rng.integers(2**31)),
     )
+
+
+def sample_class_shift(rng: np.random.Generator, s: AugmentSettings) -> dict[int, float]:
+    """Per-class additive shifts for one sample: every configured class gets its largest shift
+    times one common U(0, 1) draw (organs enhance together after a contrast injection); ``{}``
+    unless the draw fires."""
+    if not s.class_shift or s.class_shift_probability <= 0 or rng.random() >= s.class_shift_probability:
+        return {}
+    level = float(rng.uniform(0.0, 1.0))
+    return {int(k): level * float(v) for k, v in s.class_shift.items()}
+
+
+def apply_class_shift(shifts: dict[int, float], image: np.ndarray, label: np.ndarray,
+                      cap: float | None = None) -> np.ndarray:
+    """Add ``shifts[k]`` to every channel inside class ``k`` of ``label`` (same spatial shape);
+    shifted values are not raised above ``cap`` (a windowed CT saturates at the window's top)."""
+    if not shifts:
+        return image
+    out = image.astype(np.float32, copy=True)
+    for k, shift in shifts.items():
+        inside = label == k
+        raised = out[:, inside] + np.float32(shift)
+        out[:, inside] = raised if cap is None else np.minimum(raised, np.maximum(out[:, inside], cap))
+    return out
 
 
 def bspline_weights(n_out: int, n_ctrl: int, spacing: int) -> np.ndarray:

@@ -21,8 +21,10 @@ import numpy as np
 
 from SegDeepLib.data.augment import (
     AugmentSettings,
+    apply_class_shift,
     apply_intensity,
     apply_spatial,
+    sample_class_shift,
     sample_intensity,
     sample_spatial,
 )
@@ -83,8 +85,10 @@ def draw_sample(case: CachedCase, rng: np.random.Generator, s: SamplingSettings,
         aug = _in_plane(aug)
     spatial = sample_spatial(rng, aug or AugmentSettings(), window)
     intensity = sample_intensity(rng, aug) if aug else None
+    shifts = sample_class_shift(rng, aug) if aug else {}
     valid = np.ones(case.shape, np.uint8) if case.region is None else case.region.astype(np.uint8)
     image, (label, mask) = apply_spatial(spatial, centre, window, case.image, [case.label, valid], [0, 0])
+    image = apply_class_shift(shifts, image, label, aug.class_shift_cap if aug else None)
     if intensity is not None:
         image = apply_intensity(intensity, image)
     sample = {"image": image, "label": label.astype(np.int64), "mask": mask.astype(bool),

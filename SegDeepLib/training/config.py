@@ -68,6 +68,11 @@ class AugmentConfig:
     brightness: float = 0.0  # additive shift range +-
     contrast_range: list[float] = field(default_factory=lambda: [1.0, 1.0])
     intensity_probability: float = 0.0
+    # contrast-enhancement simulation: label name -> largest shift in network-input units (window
+    # [-200, 300] HU -> [0, 1]: 0.3 = 150 HU), all scaled by one U(0, 1) draw, with this probability
+    class_shift: dict[str, float] = field(default_factory=dict)
+    class_shift_probability: float = 0.0
+    class_shift_cap: float | None = None  # shifted values stop there (1.0 for a window -> [0, 1])
 
 
 @dataclass
@@ -222,6 +227,10 @@ def check_config(c: TrainConfig) -> None:
     _require(0 <= c.sampling.foreground_fraction <= 1, "sampling.foreground_fraction", "must be in [0, 1]")
     _require(c.sampling.context_slices % 2 == 1, "sampling.context_slices", "must be odd (e.g. 3)")
     _require(c.optimizer.lr > 0, "optimizer.lr", "must be > 0")
+    a = c.augmentation
+    _require(0 <= a.class_shift_probability <= 1, "augmentation.class_shift_probability", "must be in [0, 1]")
+    unknown = sorted(set(a.class_shift) - set(c.data.labels)) if c.data.labels else []
+    _require(not unknown, "augmentation.class_shift", f"{unknown} not in data.labels {c.data.labels}")
     t = c.training
     for key, value in (("epochs", t.epochs), ("steps_per_epoch", t.steps_per_epoch),
                        ("batch_size", t.batch_size), ("checkpoint_every_steps", t.checkpoint_every_steps)):

@@ -73,6 +73,7 @@ class Runner:
             torch.set_num_threads(c.training.num_threads)
         seed_everything(c.seed, c.training.deterministic)
         self.setup: DataSetup = prepare_data(c)
+        self.augment = augment_settings(c, self.setup.mapping.names)
         self.model_cfg = model_config(c, self.setup)
         self.model = build_network(self.model_cfg, c.sampling.mode).to(self.device)
         if c.training.init_from:
@@ -171,7 +172,7 @@ class Runner:
         t = self.c.training
         local = ddp.local_batch(t.batch_size, self.dist)
         dataset = PatchDataset(self.setup.train_ids, self.setup.cache.get, sampling_settings(self.c),
-                               augment_settings(self.c), self.c.seed, epoch, t.steps_per_epoch * t.batch_size)
+                               self.augment, self.c.seed, epoch, t.steps_per_epoch * t.batch_size)
         indices = [s * t.batch_size + self.dist.rank * local + j
                    for s in range(first_step, t.steps_per_epoch) for j in range(local)]
         workers = self.c.data.num_workers

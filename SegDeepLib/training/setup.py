@@ -6,6 +6,7 @@ raised as one :class:`SegDeepError` here, before any long work starts.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -137,9 +138,14 @@ def sampling_settings(c: TrainConfig) -> SamplingSettings:
     return SamplingSettings(**asdict(c.sampling))
 
 
-def augment_settings(c: TrainConfig) -> AugmentSettings | None:
+def augment_settings(c: TrainConfig, names: Sequence[str]) -> AugmentSettings | None:
+    """The sampler's settings; ``names[k-1]`` is class k (``class_shift`` is keyed by label name)."""
     if not c.augmentation.enabled:
         return None
     values = asdict(c.augmentation)
     values.pop("enabled")
+    unknown = sorted(set(c.augmentation.class_shift) - set(names))
+    if unknown:
+        raise SegDeepError(f"augmentation.class_shift: {unknown} not among the classes {list(names)}")
+    values["class_shift"] = {names.index(n) + 1: float(v) for n, v in c.augmentation.class_shift.items()}
     return AugmentSettings(**values)

@@ -9,10 +9,12 @@ from SegDeepLib.data.augment import (
     AugmentSettings,
     IntensityParams,
     SpatialParams,
+    apply_class_shift,
     apply_intensity,
     apply_spatial,
     bspline_weights,
     elastic_field,
+    sample_class_shift,
     sample_spatial,
     source_coordinates,
 )
@@ -115,3 +117,25 @@ def test_intensity_formulas():
     assert np.allclose(blurred, 3.0, atol=1e-5)
     noisy = apply_intensity(IntensityParams(noise_std=0.1, noise_seed=5), np.zeros((1, 20, 20, 20), np.float32))
     assert noisy.std() == pytest.approx(0.1, rel=0.05)
+
+
+def test_class_shift_raises_only_its_classes_up_to_the_cap():
+    image = np.array([[[[0.2, 0.5, 0.9, 1.2]]], [[[0.0, 0.0, 0.0, 0.0]]]], np.float32)  # (2, 1, 1, 4)
+    label = np.array([[[0, 2, 2, 2]]])
+    out = apply_class_shift({2: 0.3, 1: 5.0}, image, label, cap=1.0)
+    # class 2 raised by 0.3 but not above 1.0 (1.2 was already above: kept); background and
+    # the absent class 1 untouched; every channel shifted alike
+    assert np.allclose(out[0, 0, 0], [0.2, 0.8, 1.0, 1.2])
+    assert np.allclose(out[1, 0, 0], [0.0, 0.3, 0.3, 0.3])
+    assert np.allclose(apply_class_shift({2: 0.3}, image, label)[0, 0, 0], [0.2, 0.8, 1.2, 1.5])
+    assert apply_class_shift({}, image, label) is image
+
+
+def test_class_shift_draw_scales_all_classes_together():
+    s = AugmentSettings(class_shift={1: 0.4, 3: 0.2}, class_shift_probability=1.0)
+    shifts = sample_class_shift(np.random.default_rng(5), s)
+    assert set(shifts) == {1, 3} and 0 <= shifts[1] <= 0.4
+    assert np.isclose(shifts[1], 2 * shifts[3])  # one common level
+    rng = np.random.default_rng(5)
+    assert sample_class_shift(rng, AugmentSettings(class_shift={1: 0.4})) == {}  # probability 0
+    assert rng.random() == np.random.default_rng(5).random()  # and no random number consumed

@@ -78,3 +78,16 @@ def test_slice_stack_and_sequence_layout():
     assert out["image"].shape == (4, 3, 16, 16) and out["label"].shape == (4, 16, 16)
     # consecutive stacks overlap by two slices
     assert np.array_equal(out["image"][0, 1:], out["image"][1, :2])
+
+
+def test_class_shift_changes_only_that_class_in_a_sample():
+    case = _case()
+    s = SamplingSettings(patch_size=(6, 8, 8), foreground_fraction=1.0)
+    plain = draw_sample(case, np.random.default_rng(4), s, AugmentSettings())
+    aug = AugmentSettings(class_shift={2: 0.5}, class_shift_probability=1.0)
+    shifted = draw_sample(case, np.random.default_rng(4), s, aug)
+    assert np.array_equal(plain["label"], shifted["label"])  # same patch (the draw comes after)
+    diff = shifted["image"][0] - plain["image"][0]
+    inside = plain["label"] == 2
+    assert inside.any() and np.allclose(diff[~inside], 0)
+    assert np.allclose(diff[inside], diff[inside].flat[0]) and 0 < diff[inside].flat[0] <= 0.5

@@ -106,3 +106,15 @@ def test_trainable_crf_theta_beta_is_in_the_feature_channels_units(recipe):
     low, high = c.data.preprocessing["intensity"]["window"]
     theta_beta_hu = float(c.model["crf"]["theta_beta"]) * (high - low)
     assert 1.0 <= theta_beta_hu <= 200.0, f"theta_beta = {theta_beta_hu:g} HU"
+
+
+def test_class_shift_names_must_be_classes():
+    with pytest.raises(SegDeepError, match="augmentation.class_shift"):
+        load_config({"data": {"root": "x", "labels": ["liver"]}, "model": {"name": "unet3d"},
+                     "loss": {"name": "dice"}, "augmentation": {"class_shift": {"livr": 0.2}}})
+    c = load_config({"data": {"root": "x", "labels": ["liver"]}, "model": {"name": "unet3d"},
+                     "loss": {"name": "dice"}, "augmentation": {"class_shift": {"liver": 0.2},
+                                                                 "class_shift_probability": 0.5}})
+    from SegDeepLib.training.setup import augment_settings
+
+    assert augment_settings(c, ["spleen", "liver"]).class_shift == {2: 0.2}  # class index of liver
