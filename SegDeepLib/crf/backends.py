@@ -108,9 +108,9 @@ def build_lattice_for(
             index, weight, neighbors = module.build_lattice(features.contiguous(), dtype)
         except RuntimeError as exc:  # key range beyond int64 packing: use the general path
             LOG.info("CRF: C++ lattice build fell back to PyTorch (%s)", str(exc).splitlines()[0])
-            return lattice.build_lattice(features)
+            return lattice.build_lattice(features, dtype)
         return lattice.Lattice(index, weight, neighbors, neighbors.shape[2])
-    return lattice.build_lattice(features)
+    return lattice.build_lattice(features, dtype)
 
 
 def _grid_lattice_cpp(

@@ -24,6 +24,7 @@ from SegDeepLib.errors import SegDeepError
 
 _MAX_PACKED = 2**62
 MAX_FEATURE = 1e12
+_CHUNK = 1 << 15  # points per chunk of the lattice build on the CPU (64 times that on GPUs)
 
 
 @dataclass
@@ -103,43 +104,80 @@ def simplex_coordinates(features: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     return keys, bary[:, : d + 1]
 
 
-def _packing(keys: torch.Tensor, d: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """Per-axis origin and stride packing key coordinates (+- d+1 padding) into one int64.
+def _packing(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Per-axis origin and stride packing key coordinates into one int64 (C++ ``make_geometry``).
 
-    None when the packed keys would overflow int64 (huge feature ranges, e.g. a tiny theta_beta).
+    Bounds of the elevated coordinates come from the per-feature ranges (interval arithmetic),
+    padded by 4 (d+1): room for the remainder shifts and the neighbour offsets, so that neighbour
+    keys never alias. None when the packed keys would overflow int64 (huge feature ranges, e.g.
+    a tiny theta_beta).
     """
-    flat = keys.reshape(-1, d)
-    lo = flat.min(0).values - (d + 2)
-    extent = flat.max(0).values + (d + 2) - lo + 1
-    total = 1
-    strides = []
-    for size in extent.tolist():
+    d = features.shape[1]
+    fmin, fmax = (v.to(torch.float64) for v in torch.aminmax(features, dim=0))
+    mat = _elevation_matrix(d, torch.float64, features.device)[:, :d]
+    ends = torch.stack([fmin[:, None] * mat, fmax[:, None] * mat])
+    pad = 4.0 * (d + 1)
+    lo = torch.floor(ends.amin(0).sum(0) - pad)
+    hi = torch.ceil(ends.amax(0).sum(0) + pad)
+    total, strides = 1, []
+    for size in (hi - lo + 1).tolist():
         strides.append(total)
         total *= int(size)
     if total >= _MAX_PACKED:
         return None
-    return lo, torch.tensor(strides, dtype=torch.int64, device=keys.device)
+    return lo.long(), torch.tensor(strides, dtype=torch.int64, device=features.device)
 
 
-def _dedupe_packed(keys: torch.Tensor, lo: torch.Tensor, strides: torch.Tensor):
-    """Vertex ids of ``keys`` (K, d) and neighbour table, via one packed int64 per key."""
-    d = keys.shape[1]
-    packed = ((keys - lo) * strides).sum(-1)
-    uniq, inverse = torch.unique(packed, sorted=True, return_inverse=True)
+def _neighbor_table(uniq: torch.Tensor, strides: torch.Tensor, d: int) -> torch.Tensor:
+    """(d+1, 2, M) neighbour ids of the sorted packed keys ``uniq``; M where missing."""
     m = uniq.numel()
-    neighbors = torch.empty(d + 1, 2, m, dtype=torch.int64, device=keys.device)
-    shifts = (direction_offsets(d, keys.device) * strides).sum(1)
+    neighbors = torch.empty(d + 1, 2, m, dtype=torch.int64, device=uniq.device)
+    shifts = (direction_offsets(d, uniq.device) * strides).sum(1)
     for j, shift in enumerate(shifts.tolist()):
         for side, sign in enumerate((1, -1)):
             target = uniq + sign * shift
             pos = torch.searchsorted(uniq, target).clamp_(max=m - 1)
             found = uniq[pos] == target
             neighbors[j, side] = torch.where(found, pos, torch.full_like(pos, m))
-    return inverse, neighbors, m
+    return neighbors
+
+
+def _build_packed(features: torch.Tensor, packing, weight_dtype: torch.dtype) -> Lattice:
+    """Lattice via packed int64 keys, chunk by chunk (temporaries of one chunk only).
+
+    Each chunk's packed keys are stored in ``index`` and deduplicated on their own; the distinct
+    keys of all chunks give the sorted vertex keys, and a second pass turns ``index`` into ids.
+    """
+    n, d = features.shape
+    origin, strides = packing
+    index = torch.empty(n, d + 1, dtype=torch.int64, device=features.device)
+    weight = torch.empty(n, d + 1, dtype=weight_dtype, device=features.device)
+    chunk = _CHUNK if features.device.type == "cpu" else 64 * _CHUNK
+    pieces = []
+    for start in range(0, n, chunk):
+        rows = slice(start, start + chunk)
+        keys, bary = simplex_coordinates(features[rows])
+        index[rows] = ((keys - origin) * strides).sum(-1)
+        weight[rows] = bary
+        pieces.append(torch.unique(index[rows]))
+    uniq = torch.unique(torch.cat(pieces))
+    for start in range(0, n, chunk):
+        rows = slice(start, start + chunk)
+        index[rows] = torch.searchsorted(uniq, index[rows])
+    return Lattice(index, weight, _neighbor_table(uniq, strides, d), uniq.numel())
+
+
+def _build_rows(features: torch.Tensor, weight_dtype: torch.dtype) -> Lattice:
+    """Lattice for any key range (row-wise unique of all keys at once; slower, more memory)."""
+    n, d = features.shape
+    keys, bary = simplex_coordinates(features)
+    inverse, neighbors, m = _dedupe_rows(keys.reshape(-1, d))
+    return Lattice(inverse.reshape(n, d + 1), bary.to(weight_dtype), neighbors, m)
 
 
 def _dedupe_rows(keys: torch.Tensor):
-    """Same as :func:`_dedupe_packed` for any key range (row-wise unique; slower)."""
+    """Vertex ids of ``keys`` (K, d) and neighbour table, via a row-wise unique."""
+
     d = keys.shape[1]
     uniq, inverse = torch.unique(keys, dim=0, return_inverse=True)
     m = uniq.shape[0]
@@ -178,20 +216,20 @@ def check_feature_extent(extent: float) -> None:
         )
 
 
-def build_lattice(features: torch.Tensor) -> Lattice:
-    """Build the lattice of ``features`` (N, d) (already divided by the bandwidths)."""
+def build_lattice(features: torch.Tensor, weight_dtype: torch.dtype | None = None) -> Lattice:
+    """Build the lattice of ``features`` (N, d) (already divided by the bandwidths).
+
+    ``weight_dtype``: that of the barycentric weights (default: the features' floating dtype).
+    """
     if features.ndim != 2 or features.shape[0] == 0:
         raise SegDeepError("CRF lattice: features must be a non-empty (N, d) tensor")
     check_feature_range(features)
-    n, d = features.shape
-    keys, bary = simplex_coordinates(features)
-    packing = _packing(keys, d)
-    flat = keys.reshape(-1, d)
-    inverse, neighbors, m = (
-        _dedupe_rows(flat) if packing is None else _dedupe_packed(flat, *packing)
-    )
-    weight = bary.to(features.dtype if features.is_floating_point() else torch.float32)
-    return Lattice(inverse.reshape(n, d + 1), weight, neighbors, m)
+    if weight_dtype is None:
+        weight_dtype = features.dtype if features.is_floating_point() else torch.float32
+    packing = _packing(features)
+    if packing is None:
+        return _build_rows(features, weight_dtype)
+    return _build_packed(features, packing, weight_dtype)
 
 
 def splat(lat: Lattice, values: torch.Tensor) -> torch.Tensor:

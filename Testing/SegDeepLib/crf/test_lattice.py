@@ -122,13 +122,14 @@ def test_huge_key_range_uses_row_dedupe():
     """Keys beyond int64 packing (tiny theta_beta): the row-wise path builds the same operator."""
     gen = torch.Generator().manual_seed(4)
     base = torch.rand(300, 4, generator=gen, dtype=torch.float64) * 3
-    keys = lattice.simplex_coordinates(base)[0].reshape(-1, 4)
-    inv_p, nb_p, m_p = lattice._dedupe_packed(keys, *lattice._packing(keys.reshape(300, 5, 4), 4))
-    inv_r, nb_r, m_r = lattice._dedupe_rows(keys)
-    assert m_p == m_r
-    _assert_same_structure(inv_p.reshape(300, 5), nb_p, inv_r.reshape(300, 5), nb_r, m_p)
+    packed, rows = lattice.build_lattice(base), lattice._build_rows(base, torch.float64)
+    assert packed.num_vertices == rows.num_vertices
+    assert torch.equal(packed.weight, rows.weight)
+    _assert_same_structure(
+        packed.index, packed.neighbors, rows.index, rows.neighbors, packed.num_vertices
+    )
     far = torch.cat([base, base + torch.tensor([0.0, 0.0, 0.0, 1e9], dtype=torch.float64)])
-    assert lattice._packing(lattice.simplex_coordinates(far)[0], 4) is None
+    assert lattice._packing(far) is None
     lat_far, lat = lattice.build_lattice(far), lattice.build_lattice(base)
     x = torch.rand(1, 300, generator=gen, dtype=torch.float64)
     out_far = lattice.lattice_filter(lat_far, torch.cat([x, 2 * x], 1))
@@ -140,6 +141,41 @@ def test_huge_key_range_uses_row_dedupe():
     ref = exact_filter(base, x) / exact_filter(base, torch.ones_like(x))
     msg_far = out_far[:, 300:] / norm_far[:, 300:] / 2
     assert (msg_far - ref).norm() / ref.norm() < 0.1
+
+
+def test_chunked_build_is_the_whole_build(crop_features, monkeypatch):
+    """Chunks of the packed build (keys deduplicated chunk by chunk) give the one-pass lattice."""
+    feats, _ = crop_features
+    whole = lattice._build_rows(feats, torch.float32)
+    monkeypatch.setattr(lattice, "_CHUNK", 1000)
+    chunked = lattice.build_lattice(feats, torch.float32)
+    assert chunked.num_vertices == whole.num_vertices
+    assert chunked.weight.dtype == torch.float32 and torch.equal(chunked.weight, whole.weight)
+    _assert_same_structure(
+        chunked.index, chunked.neighbors, whole.index, whole.neighbors, whole.num_vertices
+    )
+
+
+def _peak_allocated_bytes(fn) -> int:
+    """Peak of the bytes allocated by PyTorch while ``fn()`` runs (profiler memory events)."""
+    with torch.profiler.profile(
+        activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True
+    ) as prof:
+        fn()
+    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+    current = peak = 0
+    for event in sorted(events, key=lambda e: e.start_ns()):
+        current += event.nbytes()
+        peak = max(peak, current)
+    return peak
+
+
+def test_torch_build_memory_is_its_outputs_plus_one_chunk():
+    """The build holds index + weight (80 bytes a point in float64) and one chunk's temporaries
+    (a one-pass build over all N * (d+1) keys peaked at ~860 bytes a point)."""
+    feats = _case_m_features()[: 4 * 32768]
+    peak = _peak_allocated_bytes(lambda: lattice.build_lattice(feats))
+    assert peak <= 96 * feats.shape[0] + 1280 * lattice._CHUNK, peak
 
 
 def _cpp_module():
