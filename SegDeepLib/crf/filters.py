@@ -63,6 +63,9 @@ class TorchLatticeFilter(MessageFilter):
     def forward(self, values: torch.Tensor) -> torch.Tensor:
         return self._raw(values, False) / self.norm
 
+    def forward_into(self, values: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        return lattice.lattice_filter(self.lat, values, out=out).div_(self.norm)
+
     def adjoint(self, grads: torch.Tensor) -> torch.Tensor:
         return self._raw(grads / self.norm, True)
 

@@ -73,11 +73,8 @@ def _rank(residual: torch.Tensor) -> torch.Tensor:
     return rank
 
 
-def simplex_coordinates(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Vertex coordinates (N, d+1, d) int64 and barycentric weights (N, d+1) of every point.
-
-    ``features`` (N, d) are already divided by their bandwidths; computed in float64.
-    """
+def _simplex(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Remainder-0 vertex (N, d) int64, ranks (N, d+1) and barycentric weights (N, d+1)."""
     feat = features.to(torch.float64)
     n, d = feat.shape
     elevated = feat @ _elevation_matrix(d, torch.float64, feat.device)
@@ -98,10 +95,37 @@ def simplex_coordinates(features: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     bary.scatter_add_(1, d - rank, vals)
     bary.scatter_add_(1, d - rank + 1, -vals)
     bary[:, 0] += 1.0 + bary[:, d + 1]
-    rem = torch.arange(d + 1, device=feat.device)
-    r0 = rem0[:, None, :d].long()
-    keys = r0 + rem[None, :, None] - (d + 1) * (rank[:, None, :d] > d - rem[None, :, None]).long()
-    return keys, bary[:, : d + 1]
+    return rem0[:, :d].long(), rank, bary[:, : d + 1]
+
+
+def simplex_coordinates(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Vertex coordinates (N, d+1, d) int64 and barycentric weights (N, d+1) of every point.
+
+    ``features`` (N, d) are already divided by their bandwidths; computed in float64.
+    """
+    r0, rank, bary = _simplex(features)
+    d = r0.shape[1]
+    rem = torch.arange(d + 1, device=r0.device)
+    keys = r0[:, None] + rem[None, :, None] - (d + 1) * (rank[:, None, :d] > d - rem[None, :, None])
+    return keys, bary
+
+
+def _packed_simplex(
+    features: torch.Tensor, origin: torch.Tensor, strides: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Packed keys (N, d+1) int64 of the :func:`simplex_coordinates` vertices, and the weights.
+
+    Key r is the remainder-0 vertex plus r along every axis, minus d+1 where the axis' rank
+    exceeds d - r; packed term by term, without the (N, d+1, d) coordinates.
+    """
+    r0, rank, bary = _simplex(features)
+    d = r0.shape[1]
+    base = ((r0 - origin) * strides).sum(1)
+    packed = torch.empty_like(rank)
+    for r in range(d + 1):
+        wrapped = ((rank[:, :d] > d - r) * strides).sum(1)
+        torch.add(base, wrapped, alpha=-(d + 1), out=packed[:, r]).add_(r * int(strides.sum()))
+    return packed, bary
 
 
 def _packing(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -156,9 +180,7 @@ def _build_packed(features: torch.Tensor, packing, weight_dtype: torch.dtype) ->
     pieces = []
     for start in range(0, n, chunk):
         rows = slice(start, start + chunk)
-        keys, bary = simplex_coordinates(features[rows])
-        index[rows] = ((keys - origin) * strides).sum(-1)
-        weight[rows] = bary
+        index[rows], weight[rows] = _packed_simplex(features[rows], origin, strides)
         pieces.append(torch.unique(index[rows]))
     uniq = torch.unique(torch.cat(pieces))
     for start in range(0, n, chunk):
@@ -232,12 +254,20 @@ def build_lattice(features: torch.Tensor, weight_dtype: torch.dtype | None = Non
     return _build_packed(features, packing, weight_dtype)
 
 
+def _point_chunks(lat: Lattice) -> range:
+    """Starts of the point chunks that splat and slice process at a time (bounded temporaries)."""
+    return range(0, lat.index.shape[0], 4 * _CHUNK)
+
+
 def splat(lat: Lattice, values: torch.Tensor) -> torch.Tensor:
     """Splat ``values`` (C, N) onto the vertices: (C, M+1), last row zero."""
     c = values.shape[0]
     out = values.new_zeros(c, lat.num_vertices + 1)
-    contrib = values[:, :, None] * lat.weight.to(values.dtype)[None]
-    out.index_add_(1, lat.index.reshape(-1), contrib.reshape(c, -1))
+    weight = lat.weight.to(values.dtype)
+    for start in _point_chunks(lat):
+        rows = slice(start, start + 4 * _CHUNK)
+        contrib = values[:, rows, None] * weight[None, rows]
+        out.index_add_(1, lat.index[rows].reshape(-1), contrib.reshape(c, -1))
     return out
 
 
@@ -252,12 +282,21 @@ def blur(lat: Lattice, verts: torch.Tensor, reverse: bool = False) -> torch.Tens
     return verts
 
 
-def slice_values(lat: Lattice, verts: torch.Tensor) -> torch.Tensor:
-    """Interpolate vertex values back at the points: (C, N)."""
-    gathered = verts[:, lat.index]
-    return (gathered * lat.weight.to(verts.dtype)[None]).sum(-1)
+def slice_values(
+    lat: Lattice, verts: torch.Tensor, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Interpolate vertex values back at the points: (C, N), written into ``out`` when given."""
+    if out is None:
+        out = verts.new_empty(verts.shape[0], lat.index.shape[0])
+    weight = lat.weight.to(verts.dtype)
+    for start in _point_chunks(lat):
+        rows = slice(start, start + 4 * _CHUNK)
+        torch.sum(verts[:, lat.index[rows]] * weight[None, rows], -1, out=out[:, rows])
+    return out
 
 
-def lattice_filter(lat: Lattice, values: torch.Tensor, reverse: bool = False) -> torch.Tensor:
+def lattice_filter(
+    lat: Lattice, values: torch.Tensor, reverse: bool = False, out: torch.Tensor | None = None
+) -> torch.Tensor:
     """Unnormalised lattice filtering of ``values`` (C, N); ``reverse`` gives the adjoint."""
-    return slice_values(lat, blur(lat, splat(lat, values), reverse))
+    return slice_values(lat, blur(lat, splat(lat, values), reverse), out)
