@@ -9,8 +9,9 @@ symmetric), which is what the backward pass uses.
 
 The same :class:`Lattice` tensors are consumed by the C++ and CUDA filters, so all lattice
 backends compute the same operator. Vertex keys are packed into one int64 with per-axis padding,
-so that neighbour keys never alias. Indices are int64 here; the C++ build returns int32 index and
-neighbour tables while the vertex count fits (int64 beyond), and every offset is int64.
+so that neighbour keys never alias. The build runs in chunks of points, so that its temporaries
+are those of one chunk. Index and neighbour tables are int32 on the CPU while the ids fit (like
+the C++ build), int64 on other devices (the CUDA kernels) and beyond; every offset is int64.
 """
 
 from __future__ import annotations
@@ -169,24 +170,31 @@ def _neighbor_table(uniq: torch.Tensor, strides: torch.Tensor, d: int) -> torch.
 def _build_packed(features: torch.Tensor, packing, weight_dtype: torch.dtype) -> Lattice:
     """Lattice via packed int64 keys, chunk by chunk (temporaries of one chunk only).
 
-    Each chunk's packed keys are stored in ``index`` and deduplicated on their own; the distinct
-    keys of all chunks give the sorted vertex keys, and a second pass turns ``index`` into ids.
+    Each chunk's keys are deduplicated on their own (``index`` keeps the chunk-local ids); the
+    distinct keys of all chunks give the sorted vertex keys, and a second pass maps the local ids
+    to vertex ids. On the CPU ``index`` is int32 (like the C++ build) while the ids fit.
     """
     n, d = features.shape
     origin, strides = packing
-    index = torch.empty(n, d + 1, dtype=torch.int64, device=features.device)
+    cpu = features.device.type == "cpu"
+    narrow = cpu and n * (d + 1) < 2**31 - 1
+    index = torch.empty(
+        n, d + 1, dtype=torch.int32 if narrow else torch.int64, device=features.device
+    )
     weight = torch.empty(n, d + 1, dtype=weight_dtype, device=features.device)
-    chunk = _CHUNK if features.device.type == "cpu" else 64 * _CHUNK
+    chunk = _CHUNK if cpu else 64 * _CHUNK
     pieces = []
     for start in range(0, n, chunk):
         rows = slice(start, start + chunk)
-        index[rows], weight[rows] = _packed_simplex(features[rows], origin, strides)
-        pieces.append(torch.unique(index[rows]))
+        packed, weight[rows] = _packed_simplex(features[rows], origin, strides)
+        keys, index[rows] = torch.unique(packed, return_inverse=True)
+        pieces.append(keys)
     uniq = torch.unique(torch.cat(pieces))
-    for start in range(0, n, chunk):
+    for start, keys in zip(range(0, n, chunk), pieces):
         rows = slice(start, start + chunk)
-        index[rows] = torch.searchsorted(uniq, index[rows])
-    return Lattice(index, weight, _neighbor_table(uniq, strides, d), uniq.numel())
+        index[rows] = torch.searchsorted(uniq, keys, out_int32=narrow)[index[rows]]
+    neighbors = _neighbor_table(uniq, strides, d).to(index.dtype)
+    return Lattice(index, weight, neighbors, uniq.numel())
 
 
 def _build_rows(features: torch.Tensor, weight_dtype: torch.dtype) -> Lattice:
@@ -267,7 +275,8 @@ def splat(lat: Lattice, values: torch.Tensor) -> torch.Tensor:
     for start in _point_chunks(lat):
         rows = slice(start, start + 4 * _CHUNK)
         contrib = values[:, rows, None] * weight[None, rows]
-        out.index_add_(1, lat.index[rows].reshape(-1), contrib.reshape(c, -1))
+        ids = lat.index[rows].reshape(-1).long()  # index_add_ is many times slower on int32
+        out.index_add_(1, ids, contrib.reshape(c, -1))
     return out
 
 
@@ -291,7 +300,8 @@ def slice_values(
     weight = lat.weight.to(verts.dtype)
     for start in _point_chunks(lat):
         rows = slice(start, start + 4 * _CHUNK)
-        torch.sum(verts[:, lat.index[rows]] * weight[None, rows], -1, out=out[:, rows])
+        gathered = verts[:, lat.index[rows].long()]  # gathers by int64 ids are faster
+        torch.sum(gathered * weight[None, rows], -1, out=out[:, rows])
     return out
 
 

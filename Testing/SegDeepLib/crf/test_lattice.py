@@ -90,7 +90,8 @@ def test_lattice_backends_agree_float32(crop_features):
 
 
 def _assert_same_structure(index_a, nb_a, index_b, nb_b, m):
-    """Two lattices are the same up to a renumbering of the vertices."""
+    """Two lattices are the same up to a renumbering of the vertices (int32 or int64 ids)."""
+    index_a, nb_a, index_b, nb_b = (t.long() for t in (index_a, nb_a, index_b, nb_b))
     perm = torch.full((m + 1,), -1, dtype=torch.int64)
     perm[index_b.reshape(-1)] = index_a.reshape(-1)
     perm[m] = m
@@ -171,8 +172,9 @@ def _peak_allocated_bytes(fn) -> int:
 
 
 def test_torch_build_memory_is_its_outputs_plus_one_chunk():
-    """The build holds index + weight (80 bytes a point in float64) and one chunk's temporaries
-    (a one-pass build over all N * (d+1) keys peaked at ~860 bytes a point; this one, ~190 here)."""
+    """The build holds index + weight (60 bytes a point: int32 ids, float64 weights) and one
+    chunk's temporaries (a one-pass build over all N * (d+1) keys peaked at ~860 bytes a point;
+    this one, ~180 here)."""
     feats = _case_m_features()[: 4 * 32768]
     peak = _peak_allocated_bytes(lambda: lattice.build_lattice(feats))
     assert peak <= 96 * feats.shape[0] + 640 * lattice._CHUNK, peak
