@@ -97,6 +97,36 @@ def bilateral_features(
     return out
 
 
+def grid_feature_source(
+    image: torch.Tensor, spacing: Sequence[float], theta_alpha: float, theta_beta: Sequence[float]
+) -> lattice.FeatureSource:
+    """The rows of :func:`bilateral_features` (same values, bit for bit), made on demand."""
+    shape, channels = list(image.shape[1:]), image.shape[0]
+    scales = [s / theta_alpha for s in spacing]
+    betas = list(theta_beta) * (channels if len(theta_beta) == 1 else 1)
+    flat = image.detach().reshape(channels, -1)
+    n = flat.shape[1]
+
+    def rows(sel: slice) -> torch.Tensor:
+        ids = torch.arange(sel.start, min(sel.stop, n), device=image.device)
+        out = torch.empty(
+            ids.numel(), len(shape) + channels, dtype=torch.float64, device=ids.device
+        )
+        for axis in range(len(shape) - 1, -1, -1):
+            torch.mul((ids % shape[axis]).double(), scales[axis], out=out[:, axis])
+            ids = ids // shape[axis]
+        for c in range(channels):
+            out[:, len(shape) + c].copy_(flat[c, sel]).div_(betas[c])
+        return out
+
+    lo, hi = torch.aminmax(flat, dim=1)  # NaN propagates
+    div = torch.tensor(betas, dtype=torch.float64, device=image.device)
+    low = torch.cat([torch.zeros(len(shape), dtype=torch.float64, device=div.device), lo / div])
+    top = torch.tensor([(k - 1) * a for k, a in zip(shape, scales)], dtype=torch.float64)
+    high = torch.cat([top.to(div.device), hi / div])
+    return lattice.FeatureSource(rows, n, low, high)
+
+
 def build_lattice_for(
     backend: str, features: torch.Tensor, dtype: torch.dtype = torch.float64
 ) -> lattice.Lattice:
@@ -174,11 +204,14 @@ def image_appearance_filter(
     dtype: torch.dtype,
 ) -> filters.MessageFilter:
     """Appearance filter of ``image`` (C, *spatial): same as ``appearance_filter`` of its
-    :func:`bilateral_features`, without building them for the C++ backend."""
+    :func:`bilateral_features`, without building them for the C++ and torch backends."""
     if backend == "cpp":
         lat = _grid_lattice_cpp(image, spacing, theta_alpha, theta_beta, dtype)
         if lat is not None:
             return _lattice_filter(backend, lat, dtype)
+    if backend == "torch":  # features made chunk by chunk, never all at once
+        source = grid_feature_source(image, spacing, theta_alpha, theta_beta)
+        return _lattice_filter(backend, lattice.build_lattice_from(source, dtype), dtype)
     feats = bilateral_features(image, spacing, theta_alpha, theta_beta)
     return appearance_filter(backend, feats, dtype)
 

@@ -17,6 +17,7 @@ the C++ build), int64 on other devices (the CUDA kernels) and beyond; every offs
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -46,6 +47,17 @@ class Lattice:
     def dim(self) -> int:
         """Feature dimension d."""
         return self.index.shape[1] - 1
+
+
+@dataclass
+class FeatureSource:
+    """Scaled features (N, d) made a block of rows at a time: ``rows(slice)`` -> (rows, d) float64,
+    with per-feature bounds ``low``/``high`` (d,) float64 (used for the key packing)."""
+
+    rows: Callable[[slice], torch.Tensor]
+    num_points: int
+    low: torch.Tensor
+    high: torch.Tensor
 
 
 def _elevation_matrix(d: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -129,7 +141,7 @@ def _packed_simplex(
     return packed, bary
 
 
-def _packing(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+def _packing(low: torch.Tensor, high: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Per-axis origin and stride packing key coordinates into one int64 (C++ ``make_geometry``).
 
     Bounds of the elevated coordinates come from the per-feature ranges (interval arithmetic),
@@ -137,10 +149,9 @@ def _packing(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None
     keys never alias. None when the packed keys would overflow int64 (huge feature ranges, e.g.
     a tiny theta_beta).
     """
-    d = features.shape[1]
-    fmin, fmax = (v.to(torch.float64) for v in torch.aminmax(features, dim=0))
-    mat = _elevation_matrix(d, torch.float64, features.device)[:, :d]
-    ends = torch.stack([fmin[:, None] * mat, fmax[:, None] * mat])
+    d = low.numel()
+    mat = _elevation_matrix(d, torch.float64, low.device)[:, :d]
+    ends = torch.stack([low.double()[:, None] * mat, high.double()[:, None] * mat])
     pad = 4.0 * (d + 1)
     lo = torch.floor(ends.amin(0).sum(0) - pad)
     hi = torch.ceil(ends.amax(0).sum(0) + pad)
@@ -150,7 +161,7 @@ def _packing(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None
         total *= int(size)
     if total >= _MAX_PACKED:
         return None
-    return lo.long(), torch.tensor(strides, dtype=torch.int64, device=features.device)
+    return lo.long(), torch.tensor(strides, dtype=torch.int64, device=low.device)
 
 
 def _neighbor_table(uniq: torch.Tensor, strides: torch.Tensor, d: int) -> torch.Tensor:
@@ -167,26 +178,24 @@ def _neighbor_table(uniq: torch.Tensor, strides: torch.Tensor, d: int) -> torch.
     return neighbors
 
 
-def _build_packed(features: torch.Tensor, packing, weight_dtype: torch.dtype) -> Lattice:
+def _build_packed(source: FeatureSource, packing, weight_dtype: torch.dtype) -> Lattice:
     """Lattice via packed int64 keys, chunk by chunk (temporaries of one chunk only).
 
     Each chunk's keys are deduplicated on their own (``index`` keeps the chunk-local ids); the
     distinct keys of all chunks give the sorted vertex keys, and a second pass maps the local ids
     to vertex ids. On the CPU ``index`` is int32 (like the C++ build) while the ids fit.
     """
-    n, d = features.shape
+    n, d, device = source.num_points, source.low.numel(), source.low.device
     origin, strides = packing
-    cpu = features.device.type == "cpu"
+    cpu = device.type == "cpu"
     narrow = cpu and n * (d + 1) < 2**31 - 1
-    index = torch.empty(
-        n, d + 1, dtype=torch.int32 if narrow else torch.int64, device=features.device
-    )
-    weight = torch.empty(n, d + 1, dtype=weight_dtype, device=features.device)
+    index = torch.empty(n, d + 1, dtype=torch.int32 if narrow else torch.int64, device=device)
+    weight = torch.empty(n, d + 1, dtype=weight_dtype, device=device)
     chunk = _CHUNK if cpu else 64 * _CHUNK
     pieces = []
     for start in range(0, n, chunk):
         rows = slice(start, start + chunk)
-        packed, weight[rows] = _packed_simplex(features[rows], origin, strides)
+        packed, weight[rows] = _packed_simplex(source.rows(rows), origin, strides)
         keys, index[rows] = torch.unique(packed, return_inverse=True)
         pieces.append(keys)
     uniq = torch.unique(torch.cat(pieces))
@@ -256,10 +265,19 @@ def build_lattice(features: torch.Tensor, weight_dtype: torch.dtype | None = Non
     check_feature_range(features)
     if weight_dtype is None:
         weight_dtype = features.dtype if features.is_floating_point() else torch.float32
-    packing = _packing(features)
+    low, high = torch.aminmax(features, dim=0)
+    rows = features.__getitem__
+    return build_lattice_from(FeatureSource(rows, features.shape[0], low, high), weight_dtype)
+
+
+def build_lattice_from(source: FeatureSource, weight_dtype: torch.dtype) -> Lattice:
+    """Build the lattice of the features of ``source`` without holding all of them at once."""
+    extent = torch.maximum(source.low.abs(), source.high.abs()).max()
+    check_feature_extent(float(extent))  # NaN fails the check
+    packing = _packing(source.low, source.high)
     if packing is None:
-        return _build_rows(features, weight_dtype)
-    return _build_packed(features, packing, weight_dtype)
+        return _build_rows(source.rows(slice(0, source.num_points)), weight_dtype)
+    return _build_packed(source, packing, weight_dtype)
 
 
 def _point_chunks(lat: Lattice) -> range:

@@ -130,7 +130,7 @@ def test_huge_key_range_uses_row_dedupe():
         packed.index, packed.neighbors, rows.index, rows.neighbors, packed.num_vertices
     )
     far = torch.cat([base, base + torch.tensor([0.0, 0.0, 0.0, 1e9], dtype=torch.float64)])
-    assert lattice._packing(far) is None
+    assert lattice._packing(*torch.aminmax(far, dim=0)) is None
     lat_far, lat = lattice.build_lattice(far), lattice.build_lattice(base)
     x = torch.rand(1, 300, generator=gen, dtype=torch.float64)
     out_far = lattice.lattice_filter(lat_far, torch.cat([x, 2 * x], 1))
@@ -155,6 +155,25 @@ def test_chunked_build_is_the_whole_build(crop_features, monkeypatch):
     _assert_same_structure(
         chunked.index, chunked.neighbors, whole.index, whole.neighbors, whole.num_vertices
     )
+
+
+@pytest.mark.parametrize(
+    "shape,spacing,theta_beta,dtype",
+    [
+        ((9, 20, 31), (1.0, 0.8, 1.2), [15.0], torch.float32),
+        ((40, 33), (0.7, 1.3), [10.0, 25.0], torch.float64),
+        ((5, 6, 7), (1.0, 1.0, 1.0), [3.0], torch.int16),
+    ],
+)
+def test_grid_feature_source_is_bilateral_features(shape, spacing, theta_beta, dtype):
+    """Rows made on demand (the torch backend's build) are the bilateral features, bit for bit."""
+    gen = torch.Generator().manual_seed(5)
+    img = (torch.randn(len(theta_beta), *shape, generator=gen) * 100).to(dtype)
+    feats = backends.bilateral_features(img, spacing, 4.0, theta_beta)
+    source = backends.grid_feature_source(img, spacing, 4.0, theta_beta)
+    blocks = [source.rows(slice(a, a + 100)) for a in range(0, feats.shape[0], 100)]
+    assert torch.equal(torch.cat(blocks), feats)
+    assert torch.equal(source.low, feats.amin(0)) and torch.equal(source.high, feats.amax(0))
 
 
 def _peak_allocated_bytes(fn) -> int:
