@@ -216,7 +216,6 @@ def _build_rows(features: torch.Tensor, weight_dtype: torch.dtype) -> Lattice:
 
 def _dedupe_rows(keys: torch.Tensor):
     """Vertex ids of ``keys`` (K, d) and neighbour table, via a row-wise unique."""
-
     d = keys.shape[1]
     uniq, inverse = torch.unique(keys, dim=0, return_inverse=True)
     m = uniq.shape[0]
@@ -262,10 +261,9 @@ def build_lattice(features: torch.Tensor, weight_dtype: torch.dtype | None = Non
     """
     if features.ndim != 2 or features.shape[0] == 0:
         raise SegDeepError("CRF lattice: features must be a non-empty (N, d) tensor")
-    check_feature_range(features)
     if weight_dtype is None:
         weight_dtype = features.dtype if features.is_floating_point() else torch.float32
-    low, high = torch.aminmax(features, dim=0)
+    low, high = torch.aminmax(features, dim=0)  # NaN propagates: build_lattice_from refuses it
     rows = features.__getitem__
     return build_lattice_from(FeatureSource(rows, features.shape[0], low, high), weight_dtype)
 
