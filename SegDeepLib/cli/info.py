@@ -1,11 +1,18 @@
-"""``segdeep info``: versions, devices and available CRF backends."""
+"""``segdeep info``: versions, devices and the CRF backends' state; never builds anything.
+
+``--json`` prints one JSON object and nothing else on stdout (the Slicer module parses it): what
+a library would print goes to stderr, and the warnings raised while collecting are listed under
+``"warnings"``. Its shape is in docs/ARCHITECTURE.md ("segdeep info --json").
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import sys
+import warnings
 from typing import Any
 
 from SegDeepLib import __version__
@@ -54,18 +61,39 @@ def _crf_cache_limit() -> Any:
 
 
 def _crf_backends() -> Any:
+    """``{backend: {"state", "reason"[, "build_estimate_s"]}}``, without building anything."""
     try:
-        from SegDeepLib.crf import available_backends
+        from SegDeepLib.crf import backend_report
     except ImportError:
         return "CRF module not installed"
-    return available_backends()
+    return backend_report()
+
+
+def collect() -> dict[str, Any]:
+    """:func:`environment` with stray prints sent to stderr and warnings listed in the result."""
+    with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(sys.stderr):
+        warnings.simplefilter("always")
+        info = environment()
+    info["warnings"] = [f"{w.category.__name__}: {w.message}" for w in caught]
+    return info
+
+
+def _text(info: dict[str, Any]) -> str:
+    lines = []
+    for key, value in info.items():
+        if key == "crf_backends" and isinstance(value, dict):
+            for name, entry in value.items():
+                reason = f" ({entry['reason']})" if entry.get("reason") else ""
+                lines.append(f"{'crf ' + name:>18}: {entry['state']}{reason}")
+        elif key != "warnings" or value:
+            lines.append(f"{key:>18}: {value}")
+    return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
-    info = environment()
+    info = collect()
     if args.json:
         print(json.dumps(info, indent=2))
     else:
-        for key, value in info.items():
-            print(f"{key:>18}: {value}")
+        print(_text(info))
     return 0

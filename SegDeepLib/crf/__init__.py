@@ -4,7 +4,7 @@ The C++ backend keeps its large buffers between calls (bounded by ``SEGDEEP_CRF_
 default 2 GiB or 1/8 of the RAM); :func:`release_memory` frees them (see :mod:`.memory`).
 """
 
-from SegDeepLib.crf.backends import BACKENDS, available_backends
+from SegDeepLib.crf.backends import BACKENDS, available_backends, backend_report, prepare_backend
 from SegDeepLib.crf.crfrnn import CRFRNN, crf_refine
 from SegDeepLib.crf.grid_search import grid_search
 from SegDeepLib.crf.memory import cache_stats, release_memory, set_cache_limit
@@ -13,9 +13,11 @@ __all__ = [
     "BACKENDS",
     "CRFRNN",
     "available_backends",
+    "backend_report",
     "cache_stats",
     "crf_refine",
     "grid_search",
+    "prepare_backend",
     "release_memory",
     "set_cache_limit",
 ]

@@ -17,12 +17,14 @@ from collections.abc import Sequence
 
 import torch
 
-from SegDeepLib.crf import filters, lattice, separable
+from SegDeepLib.crf import extension, filters, lattice, separable
 from SegDeepLib.crf.extension import extension_error, load_extension
 from SegDeepLib.errors import SegDeepError
+from SegDeepLib.progress import CancelToken, ProgressCallback
 
 LOG = logging.getLogger(__name__)
 BACKENDS = ("exact", "torch", "cpp", "cuda")
+EXTENSION_OF = {"cpp": "cpu", "cuda": "cuda"}  # backend -> extension kind (extension.KINDS)
 _LOGGED: set[str] = set()
 
 
@@ -34,6 +36,34 @@ def available_backends() -> list[str]:
     if torch.cuda.is_available() and load_extension("cuda") is not None:
         names.append("cuda")
     return names
+
+
+def backend_report() -> dict[str, dict]:
+    """Each backend's state without building anything: ``{name: {"state": "built" | "buildable"
+    | "unavailable", "reason": str | None[, "build_estimate_s": s]}}`` (``segdeep info``)."""
+    report = {}
+    for name in BACKENDS:
+        kind = EXTENSION_OF.get(name)
+        if kind is None:  # pure PyTorch: always there
+            report[name] = extension.KindStatus("built").to_dict()
+        else:
+            report[name] = extension.status(kind).to_dict()
+    return report
+
+
+def prepare_backend(
+    device: torch.device,
+    name: str = "auto",
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+) -> None:
+    """Load (building on first use) the extension that backend ``name`` uses on ``device``, so
+    that a first build shows as its own progress stage (``extension.BUILD_STAGE``)."""
+    if name == "auto":
+        name = "cuda" if device.type == "cuda" else "cpp"
+    kind = EXTENSION_OF.get(name)
+    if kind is not None:
+        load_extension(kind, progress=progress, cancel=cancel)
 
 
 def resolve_backend(name: str, device: torch.device) -> str:
@@ -242,4 +272,4 @@ def empty(backend: str, shape: Sequence[int], dtype: torch.dtype, device) -> tor
 
 
 def _kind(backend: str) -> str:
-    return "cpu" if backend == "cpp" else "cuda"
+    return EXTENSION_OF[backend]

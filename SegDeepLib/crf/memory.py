@@ -119,10 +119,13 @@ def apply_cache_limit(module: ModuleType) -> None:
 
 def _loaded() -> ModuleType | None:
     """The CPU extension if it is loaded (never builds it: nothing is cached before)."""
-    return extension._LOADED.get("cpu")
+    return extension.loaded("cpu")
 
 
 def _check_limit(megabytes: float) -> float:
     if not 0 <= megabytes < float("inf"):
         raise SegDeepError(f"CRF cache limit: {megabytes} MB; must be a finite number >= 0")
     return megabytes
+
+
+extension.on_load("cpu", apply_cache_limit)  # the limit reaches the extension when it loads

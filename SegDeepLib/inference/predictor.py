@@ -324,7 +324,7 @@ class _Run:
         :func:`SegDeepLib.crf.crf_refine`, ``features`` ``"intensity"`` (the image's own values,
         e.g. HU, resampled; default) or ``"network"`` (the normalised network input))."""
         try:
-            from SegDeepLib.crf import crf_refine
+            from SegDeepLib.crf import crf_refine, prepare_backend
         except ImportError:
             raise SegDeepError(
                 "CRF refinement is not available in this build; run with --no-crf"
@@ -334,6 +334,8 @@ class _Run:
         if not config:
             log(self.progress, "the model has no tuned CRF settings: CRF with default parameters")
         log(self.progress, f"CRF refinement ({params or 'default parameters'})")
+        # a first build of the CRF extension is a stage of its own ("crf-build"), not a silent minute
+        prepare_backend(probs.device, str(params.get("backend", "auto")), self.progress, self.cancel)
 
         def work() -> torch.Tensor:
             if config.get("features", "intensity") == "network":

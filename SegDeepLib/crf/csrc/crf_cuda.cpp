@@ -2,7 +2,7 @@
 // lattice_filter and separable_filter; the lattice itself is built with PyTorch ops on the GPU).
 #include <torch/extension.h>
 #include <c10/cuda/CUDAGuard.h>
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAStream.h>
 
 #include <vector>
 
@@ -30,7 +30,7 @@ torch::Tensor lattice_filter(torch::Tensor index, torch::Tensor weight, torch::T
   auto out = torch::empty_like(values);
   auto lat = torch::empty({(m + 1) * c}, values.options());
   auto tmp = torch::empty({(m + 1) * c}, values.options());
-  void* stream = at::cuda::getCurrentCUDAStream().stream();
+  void* stream = c10::cuda::getCurrentCUDAStream().stream();
   if (values.scalar_type() == torch::kFloat64) {
     check(segdeep_lattice_filter_f64(index.data_ptr<int64_t>(), weight.data_ptr<double>(),
                                      neighbors.data_ptr<int64_t>(), values.data_ptr<double>(),
@@ -53,7 +53,7 @@ torch::Tensor separable_filter(torch::Tensor values, std::vector<torch::Tensor> 
   TORCH_CHECK(static_cast<int64_t>(bands.size()) == values.dim() - 1, "one band per spatial axis");
   const c10::cuda::CUDAGuard guard(values.device());
   torch::Tensor cur = values.contiguous();
-  void* stream = at::cuda::getCurrentCUDAStream().stream();
+  void* stream = c10::cuda::getCurrentCUDAStream().stream();
   for (size_t axis = 0; axis < bands.size(); ++axis) {
     torch::Tensor band = bands[axis].to(values.device(), values.scalar_type()).contiguous();
     const int64_t n = cur.size(axis + 1);
