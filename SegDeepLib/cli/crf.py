@@ -73,7 +73,11 @@ def read_probabilities(path: Path, reference: sitk.Image) -> np.ndarray:
 def run(args: argparse.Namespace) -> int:
     if args.build_extension:
         from SegDeepLib.crf import available_backends
+        from SegDeepLib.crf.extension import KINDS, load_extension
+        from SegDeepLib.progress import TextReporter
 
+        for kind in KINDS:  # progress of a first build (or of a wait for another's) on stderr
+            load_extension(kind, progress=TextReporter())
         print("CRF backends:", ", ".join(available_backends()))
         return 0
     if not (args.probabilities and args.image and args.output):

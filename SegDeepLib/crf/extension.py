@@ -415,6 +415,8 @@ def _build(kind: str, name: str, root: Path, sweep: bool) -> ModuleType:
         return module
     finally:
         shutil.rmtree(work, ignore_errors=True)  # the loaded binary stays mapped (POSIX)
+        if sweep:  # again: compilers orphaned by a killed build may have written since
+            _sweep(root, name)
 
 
 def _publish(library: Path, final: Path, meta: dict[str, Any]) -> None:
