@@ -128,7 +128,9 @@ class FileLock:
     def owner(self) -> str:
         """``"PID 123 on host"`` of the last owner, or ``"unknown owner"``."""
         try:
-            text = self.path.read_bytes()[OWNER_OFFSET:].decode("utf-8", "replace").strip("\0 \n")
+            with open(self.path, "rb") as handle:  # past the locked byte (unreadable on Windows)
+                handle.seek(OWNER_OFFSET)
+                text = handle.read(256).decode("utf-8", "replace").strip("\0 \n")
         except OSError:
             text = ""
         return text or "unknown owner"

@@ -61,7 +61,7 @@ LOG = logging.getLogger(__name__)
 CSRC = Path(__file__).resolve().parent / "csrc"
 LIB_EXT = ".pyd" if os.name == "nt" else ".so"
 BUILD_STAGE = "crf-build"  # progress stage of a first build (see docs/ARCHITECTURE.md)
-WAIT_LIMIT_S = 1800.0  # a build held this long is presumed hung: build beside it (safe: atomic)
+WAIT_LIMIT_S = 600.0  # a build held this long is presumed hung: build beside it (safe: atomic)
 HEARTBEAT_S = 2.0
 DISABLE_ENV = "SEGDEEP_CRF_NO_EXTENSIONS"
 
