@@ -505,8 +505,9 @@ class _Heartbeat:
         LOG.info("%s", message)
         self._emit()
         if self._thread is None and self.progress is not None:
-            self._thread = threading.Thread(target=self._run, daemon=True)
-            self._thread.start()
+            thread = threading.Thread(target=self._run, daemon=True)
+            thread.start()  # a signal before the next line leaves it to stop on _stop alone
+            self._thread = thread
 
     def _run(self) -> None:
         while not self._stop.wait(HEARTBEAT_S):
