@@ -115,5 +115,5 @@ def test_environment_helpers(helpers_path, tmp_path):
     assert environment.gpuDescription({"torch": None}) == "PyTorch is not installed"
     assert environment.diagnosticsText({"a": 1}, {"b": 2}) == "a: 1\nb: 2"
     installer = environment.DependencyInstaller(requirements, confirm=lambda text: True)
-    assert installer.plan(torchPresent=False)[0].startswith("torch>=2.1")
-    assert installer.plan(torchPresent=True) == ["not-installed-pkg-xyz==1"]
+    assert installer.plan(hasTorch=False)[0].startswith("torch>=2.1")
+    assert installer.plan(hasTorch=True) == ["not-installed-pkg-xyz==1"]
