@@ -154,8 +154,8 @@ class SegDeepTest(ScriptedLoadableModuleTest):
 
     def test_SegDeepSmallVolume(self):
         import numpy as np
-        from SegDeepHelpers.catalogue import loadCatalogue
         from SegDeepHelpers import environment
+        from SegDeepHelpers.catalogue import loadCatalogue
 
         if not environment.torchPresent():
             self.delayDisplay("SegDeep self-test skipped: PyTorch is not installed (install it from "

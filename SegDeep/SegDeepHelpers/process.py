@@ -17,10 +17,10 @@ import json
 import os
 import queue
 import shutil
-import tempfile
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Sequence

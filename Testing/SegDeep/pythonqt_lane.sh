@@ -4,6 +4,7 @@
 # suite. It installs the host's Debian runtime packages when they are missing (as root, or through
 # sudo), fails when a test fails, and skips (exit 0, one clear line) only when the host is absent.
 # Extra arguments go to pytest, e.g. `Testing/SegDeep/pythonqt_lane.sh -k widget`.
+# SEGDEEP_PYTHONQT_HOST: another host; SEGDEEP_PYTHONQT_NO_APT=1: never install packages.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 HOST="${SEGDEEP_PYTHONQT_HOST:-../shared/tools/pythonqt/pythonqt-python}"
@@ -19,7 +20,7 @@ if [ ! -x .venv/bin/python ]; then
     exit 2
 fi
 
-if command -v dpkg-query >/dev/null 2>&1; then
+if [ -z "${SEGDEEP_PYTHONQT_NO_APT:-}" ] && command -v dpkg-query >/dev/null 2>&1; then
     missing=""
     for package in $PACKAGES; do
         dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \
@@ -43,5 +44,5 @@ fi
 runtime="$(mktemp -d)"  # Qt wants a private XDG_RUNTIME_DIR (0700)
 trap 'rm -rf "$runtime"' EXIT
 export VIRTUAL_ENV="$PWD/.venv" QT_QPA_PLATFORM=offscreen XDG_RUNTIME_DIR="$runtime" PYTHONUTF8=1
-echo "PythonQt lane: $HOST -m pytest Testing/SegDeep"
-"$HOST" -m pytest -q -p no:cacheprovider Testing/SegDeep "$@"
+echo "PythonQt lane: $HOST Testing/SegDeep/pythonqt_pytest.py Testing/SegDeep"
+"$HOST" Testing/SegDeep/pythonqt_pytest.py -q -p no:cacheprovider Testing/SegDeep "$@"
