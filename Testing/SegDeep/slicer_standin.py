@@ -28,7 +28,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-# Names the module code may use, per stand-in module (all from slicer-conventions.md; Qt: PyQt5-checked).
+# Names the module code may use, per stand-in module (all from slicer-conventions.md; Qt is the real one).
 ALLOWED: dict[str, set[str]] = {}
 # Slicer API names NOT in slicer-conventions.md, each verified in Slicer's source: name -> where.
 _TRANSFORMABLE_H = ("Libs/MRML/Core/vtkMRMLTransformableNode.h, Slicer/Slicer at commit "
