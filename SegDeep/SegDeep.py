@@ -88,6 +88,7 @@ class SegDeepWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
+        self.panel.closed = True  # a run still ending must not touch the deleted widgets
         self.logic.cancel()  # returns at once; the child is killed in the background
         self.removeObservers()
 

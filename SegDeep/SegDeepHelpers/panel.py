@@ -34,6 +34,7 @@ class SegDeepPanel:
         self.lastResult: Any = None
         self.progress = jobs.OverallProgress()
         self._running = ""  # "", "segment" or "train"
+        self.closed = False  # set by the widget's cleanup(): callbacks of a late child are dropped
         self._environmentQueried = False
 
     # ---- set-up ---------------------------------------------------------------------------
@@ -53,6 +54,10 @@ class SegDeepPanel:
         if not self.models:
             ui.modelDetailsLabel.text = self.tr("No models found: SegDeepLib's catalogue is empty.")
         self.onModelChanged(ui.modelSelector.currentIndex)
+
+    def _live(self, callback: Callable[..., None]) -> Callable[..., None]:
+        """``callback`` unless the panel was closed (its widgets are gone) by then."""
+        return lambda *args: None if self.closed else callback(*args)
 
     def selectedModel(self) -> Optional[catalogue.ModelEntry]:
         index = self.ui.modelSelector.currentIndex
@@ -156,8 +161,8 @@ class SegDeepPanel:
                     device=self.selectedDevice(), crf=crf, crfParams=self.crf.overrides(),
                     fast=self.ui.fastCheckBox.checked, tta=self.ui.ttaCheckBox.checked,
                     show3D=self.ui.show3DCheckBox.checked, waitForCompletion=False,
-                    onProgress=self.onProgress, onLog=self.appendLog,
-                    onFinished=self.onSegmentationFinished, onState=self.onState)
+                    onProgress=self._live(self.onProgress), onLog=self._live(self.appendLog),
+                    onFinished=self._live(self.onSegmentationFinished), onState=self._live(self.onState))
             except Exception:
                 self._running = ""
                 raise
@@ -234,8 +239,8 @@ class SegDeepPanel:
                 self.startProgress(["train"])
                 self.logic.train(str(self.parameterNode().trainConfig), overrides,
                                  device=self.selectedDevice(), waitForCompletion=False,
-                                 onProgress=self.onProgress, onLog=self.appendLog,
-                                 onFinished=self.onTrainingFinished)
+                                 onProgress=self._live(self.onProgress), onLog=self._live(self.appendLog),
+                                 onFinished=self._live(self.onTrainingFinished))
             except Exception:
                 self._running = ""
                 raise
@@ -267,7 +272,7 @@ class SegDeepPanel:
         runner = ProcessRunner([self.logic.python, "-m", "SegDeepLib", "info", "--json"],
                                env=jobs.childEnvironment(),
                                onEvent=lambda e: lines.append(str(e.get("message", ""))),
-                               onFinished=lambda code: self._environmentReady(code, lines))
+                               onFinished=self._live(lambda code: self._environmentReady(code, lines)))
         self.ui.environmentLabel.text = self.tr("Checking...")
         runner.start()
         self._pollEnvironment(runner)

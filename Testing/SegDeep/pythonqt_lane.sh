@@ -19,6 +19,11 @@ if [ ! -x .venv/bin/python ]; then
     echo "PythonQt lane: .venv is missing; run 'make venv' first" >&2
     exit 2
 fi
+if ! .venv/bin/python -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+    echo "PythonQt lane: the host embeds Python 3.11 but .venv has $(.venv/bin/python -V);" \
+         "rebuild it with 'make clean venv PYTHON=python3.11'" >&2
+    exit 2
+fi
 
 if [ -z "${SEGDEEP_PYTHONQT_NO_APT:-}" ] && command -v dpkg-query >/dev/null 2>&1; then
     missing=""

@@ -280,6 +280,22 @@ def test_scene_close_and_cleanup(widget, standin):
     assert scene._observers == [] or all(e is None for e, _ in scene._observers)
 
 
+def test_cleanup_during_a_run_returns_at_once_and_leaves_the_widgets_alone(widget, standin, monkeypatch):
+    import time
+
+    monkeypatch.setenv("FAKE_SLEEP", "0.5")
+    ui = widget.ui
+    standin.chooseNode(ui.inputVolumeSelector, widget.volume)
+    ui.applyButton.click()
+    standin.runEventLoop(lambda: "tiles" in ui.statusLabel.text)
+    shown = ui.statusLabel.text
+    started = time.monotonic()
+    widget.cleanup()  # Slicer closes: it must not wait for the child
+    assert time.monotonic() - started < 0.5
+    standin.runEventLoop(lambda: not widget.logic.isRunning)
+    assert ui.statusLabel.text == shown and widget.logic.job.state == "cancelled"
+
+
 CRF_ATTRIBUTES = {"theta_alpha": "crfThetaAlpha", "theta_beta": "crfThetaBeta",
                   "theta_gamma": "crfThetaGamma", "w1": "crfW1", "w2": "crfW2",
                   "num_iterations": "crfIterations"}
