@@ -27,7 +27,10 @@ IDLE, STARTING, RUNNING, IMPORTING, CANCELLING, DONE, FAILED, CANCELLED = (
     "idle", "starting", "running", "importing", "cancelling", "done", "failed", "cancelled")
 
 # Relative duration of the CLI's progress stages (their own fraction restarts at 0 in each stage).
-BUILD_STAGE = "build CRF extension"  # first use of the C++ CRF backend: compiled during the run
+# The first run that needs the C++ CRF extension builds it as its own stage (SegDeepLib's
+# docs/ARCHITECTURE.md, "The crf-build progress stage"), shown under a plain name.
+BUILD_STAGE = "crf-build"
+STAGE_LABELS = {BUILD_STAGE: "build CRF extension"}
 STAGE_WEIGHTS = {BUILD_STAGE: 4.0, "preprocess": 1.0, "tiles": 6.0, "slices": 6.0, "crf": 2.0,
                  "postprocess": 0.5, "write": 0.5, "train": 10.0}
 DEFAULT_STAGE_WEIGHT = 1.0

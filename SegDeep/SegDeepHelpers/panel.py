@@ -175,13 +175,14 @@ class SegDeepPanel:
 
     def onProgress(self, event: dict) -> None:
         """One overall bar (stage weights, never going back) and the stage's name and ETA beside it;
-        the C++ CRF build of a first run is a stage like the others ("build CRF extension")."""
+        the C++ CRF build of a first run is a stage like the others ("crf-build", shown as "build
+        CRF extension")."""
         stage = str(event.get("stage", ""))
         self.ui.progressBar.value = round(100 * self.progress.update(stage, event.get("fraction")))
         eta = event.get("eta_s")
         etaText = f" - {self.tr('ETA')} {catalogue.formatDuration(eta)}" if eta is not None else ""
         message = f" ({event['message']})" if event.get("message") else ""
-        self.setStatus(f"{stage}{message}{etaText}")
+        self.setStatus(f"{self.tr(jobs.STAGE_LABELS.get(stage, stage))}{message}{etaText}")
 
     def onState(self, state: str) -> None:
         self.setStatus({jobs.STARTING: self.tr("Starting..."), jobs.IMPORTING: self.tr("Importing..."),
@@ -294,7 +295,8 @@ class SegDeepPanel:
         self.ui.environmentLabel.text = (
             f"SegDeepLib {info.get('segdeeplib')}, PyTorch {info.get('torch')}, "
             f"CUDA build {info.get('torch_cuda_build')}\n{self.tr('CRF backends')}: "
-            f"{environment.crfBackendsText(info.get('crf_backends'))}")
+            f"{environment.crfBackendsText(info.get('crf_backends'))}"
+            + (f"\n{self.tr('Warnings')}: " + "; ".join(map(str, info["warnings"])) if info.get("warnings") else ""))
         self.ui.deviceInfoLabel.text = self.tr("Detected device: ") + environment.gpuDescription(info)
         self.updateDeviceWarning()
 

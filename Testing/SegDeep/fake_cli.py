@@ -6,7 +6,7 @@ NRRD, labels voxels by intensity thresholds (so the expected segmentation is kno
 writes a .seg.nrrd with SegDeepLib's writer and prints JSON-lines progress in three stages
 (preprocess, tiles, write), as the real CLI does. Environment: ``FAKE_SLEEP`` seconds per tile (for
 cancel tests), ``FAKE_FAIL`` = error message to fail with (exit 2), ``FAKE_BUILD`` = emit the first-use
-"build CRF extension" stage first, ``FAKE_PID_FILE`` where to write its pid, ``FAKE_ARGS_FILE`` where
+"crf-build" stage first (as SegDeepLib's docs/ARCHITECTURE.md shows it), ``FAKE_PID_FILE`` where to write its pid, ``FAKE_ARGS_FILE`` where
 to dump argv (without the guard).
 """
 
@@ -37,9 +37,9 @@ def segment(argv: list[str]) -> int:
         organs = argv[argv.index("--organs") + 1].split(",")
     emit(event="log", level="info", message="device: cpu (fake)")
     if os.environ.get("FAKE_BUILD"):
-        emit(event="progress", stage="build CRF extension", fraction=0.0,
-             message="compiling the C++ CRF backend (first use)", eta_s=60.0)
-        emit(event="progress", stage="build CRF extension", fraction=1.0, message="built")
+        emit(event="progress", stage="crf-build", fraction=0.0, eta_s=60.0, data={"estimate_s": 60.0},
+             message="building the CRF extension (cpu), first use: ~1 min")
+        emit(event="progress", stage="crf-build", fraction=1.0, message="CRF extension ready in 63 s")
     emit(event="progress", stage="preprocess", fraction=0.0, message="preprocess...")
     emit(event="progress", stage="preprocess", fraction=1.0, message="preprocess done")
     steps = 5

@@ -149,7 +149,7 @@ def test_overall_progress_is_monotonic_over_stages(helpers_path):
     from SegDeepHelpers.jobs import OverallProgress
 
     progress = OverallProgress(["preprocess", "tiles", "crf", "postprocess", "write"])
-    events = [("build CRF extension", 0.0), ("build CRF extension", 1.0), ("preprocess", 0.0),
+    events = [("crf-build", 0.0), ("crf-build", 1.0), ("preprocess", 0.0),
               ("preprocess", 1.0), *[("tiles", i / 4) for i in range(5)], ("crf", 0.5), ("crf", 1.0),
               ("preprocess", 0.0), ("tiles", 0.5), ("write", 1.0)]  # a cascade's 2nd pass, postprocess skipped
     values = [progress.update(stage, fraction) for stage, fraction in events]

@@ -490,7 +490,8 @@ INFO = {"segdeeplib": "0.1.0", "python": "3.12.1", "torch": "2.13.0", "torch_cud
         "cuda_available": False, "gpus": [],
         "crf_backends": {"cpp": {"state": "buildable", "reason": "built on first use (about 1 min)"},
                          "cuda": {"state": "unavailable", "reason": "no CUDA device"},
-                         "torch": {"state": "built"}}}
+                         "torch": {"state": "built"}},
+        "warnings": ["UserWarning: CUDA initialization: no driver"]}
 
 
 def test_environment_parses_only_the_json_and_shows_the_backends_states(widget, standin, tmp_path):
@@ -506,6 +507,7 @@ def test_environment_parses_only_the_json_and_shows_the_backends_states(widget, 
     assert text.startswith("SegDeepLib 0.1.0, PyTorch 2.13.0"), text
     assert "cpp: buildable (built on first use (about 1 min))" in text
     assert "cuda: unavailable (no CUDA device)" in text and "torch: built" in text
+    assert text.endswith("Warnings: UserWarning: CUDA initialization: no driver")
     assert widget.panel.environmentInfo == INFO
     assert "CPU-only" in widget.ui.deviceInfoLabel.text
 
@@ -521,7 +523,7 @@ def test_first_run_shows_the_crf_build_as_a_stage_with_its_estimate(widget, stan
     ui.applyButton.click()
     widget.logic.job.onEvent = widget.logic._eventHandler(widget.panel.onProgress, widget.panel.appendLog)
     standin.runEventLoop(lambda: not widget.panel._running)
-    assert shown[0] == "build CRF extension (compiling the C++ CRF backend (first use)) - ETA 60 s"
+    assert shown[0] == "build CRF extension (building the CRF extension (cpu), first use: ~1 min) - ETA 60 s"
     assert values == sorted(values) and ui.statusLabel.text.startswith("Done")
 
 
