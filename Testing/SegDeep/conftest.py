@@ -60,6 +60,15 @@ if IN_PYTHONQT:
         yield
 
 
+@pytest.fixture(autouse=True)
+def _private_temp_root(tmp_path_factory, monkeypatch):
+    """Each test's job folders in a temp root of its own: other test runs on the machine create and
+    remove SegDeep-* folders in the shared /tmp at the same time."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path_factory.mktemp("tmp")))
+
+
 def _forget_modules() -> None:
     from Testing.SegDeep import slicer_standin
 
