@@ -6,7 +6,7 @@ STAMP := $(VENV)/.segdeep-installed
 # UTF-8 I/O even where the environment sets no locale (CI)
 export PYTHONUTF8 := 1
 
-.PHONY: demo test lint venv clean
+.PHONY: demo test test-pythonqt lint venv clean
 
 venv: $(STAMP)
 
@@ -21,8 +21,14 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/segdeep demo --output demo_output
 
+# The main suite, then the PythonQt lane: the Slicer module's Qt tests inside the real PythonQt
+# (installs its apt runtime packages when missing; skips only when ../shared/tools/pythonqt is absent).
 test: $(STAMP)
 	$(PY) -m pytest -q Testing
+	Testing/SegDeep/pythonqt_lane.sh
+
+test-pythonqt: $(STAMP)
+	Testing/SegDeep/pythonqt_lane.sh
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check SegDeepLib SegDeep Testing benchmarks

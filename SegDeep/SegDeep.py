@@ -16,7 +16,7 @@ from SegDeepHelpers.panel import SegDeepPanel
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
-from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -50,12 +50,14 @@ class SegDeepParameterNode:
     modelId: str = ""
     device: Annotated[str, Choice(["auto", "cuda", "cpu"])] = "auto"
     crf: bool = True
-    crfThetaAlpha: float = 4.0  # CRF parameters (SegDeepHelpers.crf.PARAMETERS); the selected
-    crfThetaBeta: float = 15.0  # model's defaults replace these when a model is chosen
-    crfThetaGamma: float = 2.0
-    crfW1: float = 5.0
-    crfW2: float = 3.0
-    crfIterations: int = 5
+    # CRF parameters (SegDeepHelpers.crf.PARAMETERS); the selected model's defaults replace these.
+    # WithinRange = the .ui spin-box limits: without it connectGui opens the range to +-inf.
+    crfThetaAlpha: Annotated[float, WithinRange(0.01, 1000.0)] = 4.0
+    crfThetaBeta: Annotated[float, WithinRange(0.001, 100000.0)] = 15.0
+    crfThetaGamma: Annotated[float, WithinRange(0.01, 1000.0)] = 2.0
+    crfW1: Annotated[float, WithinRange(0.0, 1000.0)] = 5.0
+    crfW2: Annotated[float, WithinRange(0.0, 1000.0)] = 3.0
+    crfIterations: Annotated[int, WithinRange(0, 100)] = 5
     fast: bool = False
     tta: bool = False
     show3D: bool = True
@@ -86,7 +88,8 @@ class SegDeepWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
-        self.logic.cancel()
+        self.panel.closed = True  # a run still ending must not touch the deleted widgets
+        self.logic.cancel()  # returns at once; the child is killed in the background
         self.removeObservers()
 
     def enter(self) -> None:
@@ -94,7 +97,9 @@ class SegDeepWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.panel.ensureEnvironment()  # first visit: detect torch/GPU in the background
 
     def exit(self) -> None:
-        self.setParameterNode(None)
+        """As Slicer's template: stop following the GUI but keep the node (a run may finish now)."""
+        if self._parameterNode:
+            self._disconnect()
 
     def onSceneStartClose(self, caller, event) -> None:
         self.logic.cancel()
@@ -107,10 +112,15 @@ class SegDeepWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def initializeParameterNode(self) -> None:
         self.setParameterNode(self.logic.getParameterNode())
 
+    def _disconnect(self) -> None:
+        if self._parameterNodeGuiTag is not None:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+        self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterChanged)
+
     def setParameterNode(self, inputParameterNode) -> None:
         if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterChanged)
+            self._disconnect()
         self._parameterNode = inputParameterNode
         if self._parameterNode:
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
@@ -145,8 +155,13 @@ class SegDeepTest(ScriptedLoadableModuleTest):
 
     def test_SegDeepSmallVolume(self):
         import numpy as np
+        from SegDeepHelpers import environment
         from SegDeepHelpers.catalogue import loadCatalogue
 
+        if not environment.torchPresent():
+            self.delayDisplay("SegDeep self-test skipped: PyTorch is not installed (install it from "
+                              "SegDeep's Environment section or the PyTorch extension)")
+            return
         models = loadCatalogue()
         if not models:
             self.delayDisplay("No SegDeep model installed: nothing to test")

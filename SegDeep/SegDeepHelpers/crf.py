@@ -3,7 +3,8 @@
 The defaults come from the selected model's ``model.json`` (``inference.crf.params``, read as a
 file: importing ``SegDeepLib.crf`` would import torch into Slicer). Only the values the user
 changed are sent, as ``--crf-param NAME=VALUE``, so the model's exact values are kept otherwise.
-Widgets are reached through ``ui`` (from ``childWidgetVariables``); nothing here imports Slicer.
+Widgets are reached through ``ui`` (from ``childWidgetVariables``) with PythonQt's rules (a Qt
+property such as ``value`` or ``checked`` is an attribute); nothing here imports Slicer.
 """
 
 from __future__ import annotations
@@ -124,7 +125,7 @@ class CrfControls:
         if fill:
             self.resetToDefaults()
         noSettings = model is not None and self.defaults is None
-        self.ui.crfNoteLabel.setText(self.tr(NO_MODEL_SETTINGS) if noSettings else "")
+        self.ui.crfNoteLabel.text = self.tr(NO_MODEL_SETTINGS) if noSettings else ""
         self.updateEnabled()
 
     def resetToDefaults(self, checked: bool = False) -> None:
@@ -133,10 +134,10 @@ class CrfControls:
             getattr(self.ui, p.spinBox).setValue(values[p.name])
 
     def values(self) -> dict[str, Any]:
-        return {p.name: p.clean(getattr(self.ui, p.spinBox).value()) for p in PARAMETERS}
+        return {p.name: p.clean(getattr(self.ui, p.spinBox).value) for p in PARAMETERS}
 
     def isActive(self) -> bool:
-        return self.ui.crfCheckBox.isChecked() and self.defaults is not None
+        return self.ui.crfCheckBox.checked and self.defaults is not None
 
     def overrides(self) -> dict[str, Any]:
         """What the run must change in the model's CRF parameters ({} when CRF is off)."""

@@ -7,6 +7,7 @@ Installing is done only on the user's request, on the main thread, after one con
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
@@ -44,6 +45,54 @@ def missingRequirements(requirements: Sequence[str]) -> list[str]:
             if requirementName(r).lower() not in skip and installedVersion(requirementName(r)) is None]
 
 
+def torchPresent() -> bool:
+    """Whether PyTorch is installed, from its package metadata: torch is never imported into
+    Slicer's process (``PyTorchUtilsLogic.torchInstalled()`` imports it)."""
+    return installedVersion("torch") is not None
+
+
+def parseInfoOutput(lines: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
+    """The JSON object printed by ``SegDeepLib info --json`` among the child's output lines, and the
+    other lines (warnings on stderr, notices) apart; only the JSON is parsed. ({}, lines) if none."""
+    decoder = json.JSONDecoder()
+    for start, line in enumerate(lines):
+        if not line.lstrip().startswith("{"):
+            continue
+        text = "\n".join(lines[start:]).lstrip()
+        try:
+            info, end = decoder.raw_decode(text)
+        except ValueError:
+            continue
+        if isinstance(info, dict) and "segdeeplib" in info:
+            used = text[:end].count("\n") + 1
+            others = [*lines[:start], *lines[start + used:]]
+            return info, [other for other in others if other.strip()]
+    return {}, [line for line in lines if line.strip()]
+
+
+def _backendState(state: Any) -> str:
+    if isinstance(state, dict):
+        name = state.get("state") or state.get("status")
+        if name is None and "available" in state:
+            name = "available" if state["available"] else "unavailable"
+        reason = state.get("reason") or state.get("detail") or ""
+        return f"{name or 'unknown'}" + (f" ({reason})" if reason else "")
+    return "available" if state is True else "unavailable" if state is False else str(state)
+
+
+def crfBackendsText(backends: Any) -> str:
+    """'cpp: built; cuda: unavailable (no CUDA toolkit); torch: built' from ``info``'s
+    ``crf_backends``: a {name: state} mapping (state a word or {"state", "reason"}), a list of
+    {"name", "state", "reason"}, or a plain list of usable names."""
+    if isinstance(backends, dict):
+        return "; ".join(f"{name}: {_backendState(state)}" for name, state in backends.items())
+    if isinstance(backends, (list, tuple)):
+        parts = [f"{b.get('name', '?')}: {_backendState(b)}" if isinstance(b, dict) else f"{b}: available"
+                 for b in backends]
+        return "; ".join(parts) if parts else "none"
+    return "unknown" if backends is None else str(backends)
+
+
 def gpuDescription(info: dict[str, Any]) -> str:
     """'NVIDIA H100 (CUDA 12.4)' or a plain statement that no GPU is usable."""
     if info.get("torch") is None:
@@ -75,8 +124,8 @@ class DependencyInstaller:
         self.requirements = list(requirements)
         self.confirm, self.log = confirm, log
 
-    def plan(self, torchPresent: bool) -> list[str]:
-        todo = [] if torchPresent else [TORCH_REQUIREMENT + " (through the PyTorch extension)"]
+    def plan(self, hasTorch: bool) -> list[str]:
+        todo = [] if hasTorch else [TORCH_REQUIREMENT + " (through the PyTorch extension)"]
         return todo + missingRequirements(self.requirements)
 
     def install(self) -> bool:
@@ -84,14 +133,14 @@ class DependencyInstaller:
         import slicer  # Slicer glue: only imported when the user asked to install
 
         torchUtils = _pyTorchUtilsLogic(slicer)
-        torchPresent = torchUtils.torchInstalled() if torchUtils else installedVersion("torch") is not None
-        todo = self.plan(torchPresent)
+        hasTorch = torchPresent()  # never torchUtils.torchInstalled(): it imports torch
+        todo = self.plan(hasTorch)
         if not todo:
             self.log("All dependencies are installed.")
             return False
         if not self.confirm("SegDeep will install:\n  " + "\n  ".join(todo)):
             return False
-        if not torchPresent:
+        if not hasTorch:
             if torchUtils is None:
                 raise RuntimeError("PyTorch is missing: install the 'PyTorch' extension "
                                    "from the Extensions Manager, restart Slicer and try again.")

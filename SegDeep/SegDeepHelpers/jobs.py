@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,13 +18,59 @@ import numpy as np
 
 from SegDeepHelpers import crf as crfParameters
 from SegDeepHelpers.geometry import writeVolumeFile
-from SegDeepHelpers.process import ProcessRunner
+from SegDeepHelpers.process import CHILD_GUARD, ProcessRunner, makeJobDir
 
 EventCallback = Callable[[dict[str, Any]], None]
 
 # Explicit job states (drive one progress bar and the Segment/Cancel button).
 IDLE, STARTING, RUNNING, IMPORTING, CANCELLING, DONE, FAILED, CANCELLED = (
     "idle", "starting", "running", "importing", "cancelling", "done", "failed", "cancelled")
+
+# Relative duration of the CLI's progress stages (their own fraction restarts at 0 in each stage).
+# The first run that needs the C++ CRF extension builds it as its own stage (SegDeepLib's
+# docs/ARCHITECTURE.md, "The crf-build progress stage"), shown under a plain name.
+BUILD_STAGE = "crf-build"
+STAGE_LABELS = {BUILD_STAGE: "build CRF extension"}
+STAGE_WEIGHTS = {BUILD_STAGE: 4.0, "preprocess": 1.0, "tiles": 6.0, "slices": 6.0, "crf": 2.0,
+                 "postprocess": 0.5, "write": 0.5, "train": 10.0}
+DEFAULT_STAGE_WEIGHT = 1.0
+
+
+class OverallProgress:
+    """One monotonic fraction (0..1) for a run made of stages, from the CLI's per-stage fractions.
+
+    ``expected`` are the stages the run will go through; a stage that shows up unannounced (the CRF
+    build, a cascade's second pass) adds its weight. The fraction never goes back and stays below 1
+    until :meth:`finish`.
+    """
+
+    def __init__(self, expected: Sequence[str] = ()) -> None:
+        self.expected = list(expected)
+        self.done = 0.0  # weight of the stages already left
+        self.current: Optional[str] = None
+        self.fraction = 0.0
+
+    @staticmethod
+    def weight(stage: str) -> float:
+        return STAGE_WEIGHTS.get(stage, DEFAULT_STAGE_WEIGHT)
+
+    def update(self, stage: str, stageFraction: Optional[float]) -> float:
+        if stage != self.current:
+            if self.current is not None:
+                self.done += self.weight(self.current)
+                if self.current in self.expected:
+                    self.expected.remove(self.current)
+            self.current = stage
+        remaining = sum(self.weight(s) for s in self.expected if s != stage)
+        total = self.done + self.weight(stage) + remaining
+        within = min(max(float(stageFraction or 0.0), 0.0), 1.0)
+        value = (self.done + self.weight(stage) * within) / total
+        self.fraction = max(self.fraction, min(value, 0.99))
+        return self.fraction
+
+    def finish(self) -> float:
+        self.fraction = 1.0
+        return self.fraction
 
 
 @dataclass
@@ -95,14 +140,16 @@ class CliJob:
             self.onState(state)
 
     def makeTempDir(self) -> Path:
-        self.tempDir = Path(tempfile.mkdtemp(prefix="SegDeep-"))
+        self.tempDir = Path(makeJobDir())
         return self.tempDir
 
     def launch(self, cliArgs: Sequence[str], env: dict[str, str],
                onFinished: Callable[[int], None]) -> None:
         self._setState(STARTING)
         self.startTime = time.monotonic()
-        self.runner = ProcessRunner([self.python, "-m", "SegDeepLib", *cliArgs], env=env,
+        if self.tempDir is not None:
+            env = {**env, "SEGDEEP_JOB_DIR": str(self.tempDir)}  # removed by the guard if Slicer dies
+        self.runner = ProcessRunner([self.python, CHILD_GUARD, "-m", "SegDeepLib", *cliArgs], env=env,
                                     onEvent=self._handleEvent, onFinished=onFinished)
         try:
             self.runner.start()

@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional
 
 from SegDeepHelpers import jobs, segmentation
 from SegDeepHelpers.geometry import ijkToRASFromImage, sameGrid
-from SegDeepHelpers.process import pythonExecutable
+from SegDeepHelpers.process import pythonExecutable, sweepStaleJobDirs
 
 POLL_MS = 100
 
@@ -48,6 +48,7 @@ class SegDeepRunLogic:
         self.python = python or findPythonSlicer()
         self._schedule = schedule
         self.job: Optional[jobs.CliJob] = None
+        sweepStaleJobDirs()  # folders of runs whose Slicer crashed
 
     def schedule(self, milliseconds: int, function: Callable[[], None]) -> None:
         if self._schedule is not None:

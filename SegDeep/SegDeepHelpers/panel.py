@@ -1,12 +1,15 @@
 """Behaviour of the SegDeep panel (``SegDeepWidget`` delegates here to keep SegDeep.py short).
 
 The panel only talks to the logic through callbacks; the logic never touches widgets. Every Slicer
-call is listed in docs/slicer-conventions.md; Qt calls are plain Qt (checked against PyQt5 in tests).
+call is listed in docs/slicer-conventions.md. Qt is used as PythonQt exposes it inside Slicer: a
+Q_PROPERTY is an attribute (``combo.currentIndex``, ``label.text``, ``spinBox.value``,
+``checkBox.checked``, ``listWidget.count``), never called; the tests run this file under the real
+PythonQt (Testing/SegDeep/pythonqt_lane.sh).
 """
 
 from __future__ import annotations
 
-import json
+import logging
 from typing import Any, Callable, Optional
 
 from SegDeepHelpers import catalogue, environment, jobs, segmentation
@@ -15,6 +18,8 @@ from SegDeepHelpers.process import ProcessRunner
 
 DEVICES = ("auto", "cuda", "cpu")  # order of the items of deviceSelector in the .ui
 SEGMENT_TEXT, CANCEL_TEXT, TRAIN_TEXT = "Segment", "Cancel", "Train"
+CHECKED, USER_CHECKABLE = 2, 16  # Qt.Checked, Qt.ItemIsUserCheckable
+LOG = logging.getLogger(__name__)
 
 
 class SegDeepPanel:
@@ -27,7 +32,9 @@ class SegDeepPanel:
         self.crf = CrfControls(ui, tr)
         self.environmentInfo: dict[str, Any] = {}
         self.lastResult: Any = None
+        self.progress = jobs.OverallProgress()
         self._running = ""  # "", "segment" or "train"
+        self.closed = False  # set by the widget's cleanup(): callbacks of a late child are dropped
         self._environmentQueried = False
 
     # ---- set-up ---------------------------------------------------------------------------
@@ -45,31 +52,35 @@ class SegDeepPanel:
         ui.copyDiagnosticsButton.connect("clicked(bool)", self.onCopyDiagnostics)
         self.crf.setup()
         if not self.models:
-            ui.modelDetailsLabel.setText(self.tr("No models found: SegDeepLib's catalogue is empty."))
-        self.onModelChanged(ui.modelSelector.currentIndex())
+            ui.modelDetailsLabel.text = self.tr("No models found: SegDeepLib's catalogue is empty.")
+        self.onModelChanged(ui.modelSelector.currentIndex)
+
+    def _live(self, callback: Callable[..., None]) -> Callable[..., None]:
+        """``callback`` unless the panel was closed (its widgets are gone) by then."""
+        return lambda *args: None if self.closed else callback(*args)
 
     def selectedModel(self) -> Optional[catalogue.ModelEntry]:
-        index = self.ui.modelSelector.currentIndex()
+        index = self.ui.modelSelector.currentIndex
         return self.models[index] if 0 <= index < len(self.models) else None
 
     def selectedDevice(self) -> str:
-        index = self.ui.deviceSelector.currentIndex()
+        index = self.ui.deviceSelector.currentIndex
         return DEVICES[index] if 0 <= index < len(DEVICES) else "auto"
 
     def selectedOrgans(self) -> list[str]:
         """Ticked organs; [] when all are ticked (= the whole model, no --organs flag)."""
-        items = [self.ui.organsList.item(i) for i in range(self.ui.organsList.count())]
-        ticked = [item.text() for item in items if item.checkState() == 2]
+        items = [self.ui.organsList.item(i) for i in range(self.ui.organsList.count)]
+        ticked = [item.text() for item in items if item.checkState() == CHECKED]
         return [] if len(ticked) == len(items) else ticked
 
     def restoreFromParameterNode(self) -> None:
         """After ``connectGui``: show the node's model (keeping its CRF values) or, for a new node,
         record the selected model and its CRF defaults."""
         node, ids = self.parameterNode(), [m.id for m in self.models]
-        if node.modelId in ids and ids.index(node.modelId) != self.ui.modelSelector.currentIndex():
-            self.ui.modelSelector.setCurrentIndex(ids.index(node.modelId))
+        if node.modelId in ids and ids.index(node.modelId) != self.ui.modelSelector.currentIndex:
+            self.ui.modelSelector.currentIndex = ids.index(node.modelId)
         elif node.modelId not in ids:
-            self.onModelChanged(self.ui.modelSelector.currentIndex())
+            self.onModelChanged(self.ui.modelSelector.currentIndex)
 
     # ---- reactions --------------------------------------------------------------------------
     def onModelChanged(self, index: int) -> None:
@@ -80,17 +91,17 @@ class SegDeepPanel:
         fill = node is None or model is None or node.modelId != model.id
         self.crf.setModel(model, fill=fill)
         if fill and model is not None:  # a newly chosen model: CRF on/off as the model recommends
-            self.ui.crfCheckBox.setChecked(crfDefault(model))
+            self.ui.crfCheckBox.checked = crfDefault(model)
             self.crf.updateEnabled()
         if model is None:
             self.updateButtons()
             return
-        self.ui.modelDetailsLabel.setText(catalogue.detailsHtml(model))
+        self.ui.modelDetailsLabel.text = catalogue.detailsHtml(model)
         for organ in model.organs:
             self.ui.organsList.addItem(organ)
-            item = self.ui.organsList.item(self.ui.organsList.count() - 1)
-            item.setFlags(item.flags() | 16)  # Qt.ItemIsUserCheckable
-            item.setCheckState(2)  # Qt.Checked
+            item = self.ui.organsList.item(self.ui.organsList.count - 1)
+            item.setFlags(item.flags() | USER_CHECKABLE)
+            item.setCheckState(CHECKED)
         if node is not None:
             node.modelId = model.id
         self.updateDeviceWarning()
@@ -112,18 +123,18 @@ class SegDeepPanel:
         model = self.selectedModel()
         text = ""
         if model is not None and self.willRunOnCpu():
-            text = self.tr(catalogue.cpuWarning(model, fast=self.ui.fastCheckBox.isChecked()))
-        self.ui.cpuWarningLabel.setText(text)
+            text = self.tr(catalogue.cpuWarning(model, fast=self.ui.fastCheckBox.checked))
+        self.ui.cpuWarningLabel.text = text
 
     def updateButtons(self) -> None:
         node = self.parameterNode()
         ready = node is not None and node.inputVolume is not None and self.selectedModel() is not None
-        self.ui.applyButton.setText(self.tr(CANCEL_TEXT if self._running == "segment" else SEGMENT_TEXT))
-        self.ui.applyButton.setEnabled(self._running == "segment" or (ready and not self._running))
-        self.ui.trainButton.setText(self.tr(CANCEL_TEXT if self._running == "train" else TRAIN_TEXT))
-        self.ui.trainButton.setEnabled(self._running != "segment")
+        self.ui.applyButton.text = self.tr(CANCEL_TEXT if self._running == "segment" else SEGMENT_TEXT)
+        self.ui.applyButton.enabled = self._running == "segment" or (ready and not self._running)
+        self.ui.trainButton.text = self.tr(CANCEL_TEXT if self._running == "train" else TRAIN_TEXT)
+        self.ui.trainButton.enabled = self._running != "segment"
         hasResult = self.lastResult is not None and self.lastResult.segmentationNode is not None
-        self.ui.editInSegmentEditorButton.setEnabled(hasResult and not self._running)
+        self.ui.editInSegmentEditorButton.enabled = hasResult and not self._running
         self.crf.updateEnabled()  # CRF on/off (crfCheckBox is bound to the parameter node)
 
     # ---- segmentation -----------------------------------------------------------------------
@@ -140,51 +151,62 @@ class SegDeepPanel:
                         "replaced; a copy of them is kept as 'Before SegDeep ...'.")):
             return
         self.ui.logTextEdit.clear()
-        self.ui.progressBar.setValue(0)
+        crf = self.ui.crfCheckBox.checked
+        self.startProgress(["preprocess", "tiles", *(["crf"] if crf else []), "postprocess", "write"])
         with slicer.util.tryWithErrorDisplay(self.tr("Failed to start the segmentation."), waitCursor=True):
             self._running = "segment"
             try:
                 self.logic.segment(
                     node.inputVolume, model.id, node.outputSegmentation, organs=self.selectedOrgans(),
-                    device=self.selectedDevice(), crf=self.ui.crfCheckBox.isChecked(),
-                    crfParams=self.crf.overrides(),
-                    fast=self.ui.fastCheckBox.isChecked(), tta=self.ui.ttaCheckBox.isChecked(),
-                    show3D=self.ui.show3DCheckBox.isChecked(), waitForCompletion=False,
-                    onProgress=self.onProgress, onLog=self.appendLog,
-                    onFinished=self.onSegmentationFinished, onState=self.onState)
+                    device=self.selectedDevice(), crf=crf, crfParams=self.crf.overrides(),
+                    fast=self.ui.fastCheckBox.checked, tta=self.ui.ttaCheckBox.checked,
+                    show3D=self.ui.show3DCheckBox.checked, waitForCompletion=False,
+                    onProgress=self._live(self.onProgress), onLog=self._live(self.appendLog),
+                    onFinished=self._live(self.onSegmentationFinished), onState=self._live(self.onState))
             except Exception:
                 self._running = ""
                 raise
             finally:
                 self.updateButtons()
 
+    def startProgress(self, expectedStages: list[str]) -> None:
+        self.progress = jobs.OverallProgress(expectedStages)
+        self.ui.progressBar.value = 0
+
     def onProgress(self, event: dict) -> None:
-        fraction = float(event.get("fraction") or 0.0)
-        self.ui.progressBar.setValue(round(100 * fraction))
+        """One overall bar (stage weights, never going back) and the stage's name and ETA beside it;
+        the C++ CRF build of a first run is a stage like the others ("crf-build", shown as "build
+        CRF extension")."""
+        stage = str(event.get("stage", ""))
+        self.ui.progressBar.value = round(100 * self.progress.update(stage, event.get("fraction")))
         eta = event.get("eta_s")
         etaText = f" - {self.tr('ETA')} {catalogue.formatDuration(eta)}" if eta is not None else ""
         message = f" ({event['message']})" if event.get("message") else ""
-        self.setStatus(f"{event.get('stage', '')}{message}{etaText}")
+        self.setStatus(f"{self.tr(jobs.STAGE_LABELS.get(stage, stage))}{message}{etaText}")
 
     def onState(self, state: str) -> None:
         self.setStatus({jobs.STARTING: self.tr("Starting..."), jobs.IMPORTING: self.tr("Importing..."),
-                        jobs.CANCELLING: self.tr("Cancelling...")}.get(state, self.ui.statusLabel.text()))
+                        jobs.CANCELLING: self.tr("Cancelling...")}.get(state, self.ui.statusLabel.text))
 
     def setStatus(self, text: str) -> None:
-        self.ui.statusLabel.setText(text)
+        self.ui.statusLabel.text = text
 
     def appendLog(self, line: str) -> None:
         self.ui.logTextEdit.appendPlainText(line)
 
     def onSegmentationFinished(self, result: Any) -> None:
+        """Works whatever module is shown (the parameter node is kept on exit) and after a scene
+        close (no node then: the result is only shown)."""
         import slicer
 
         self._running = ""
         if result.state == jobs.DONE:
             self.lastResult = result
-            self.parameterNode().outputSegmentation = result.segmentationNode
+            node = self.parameterNode()
+            if node is not None:
+                node.outputSegmentation = result.segmentationNode
             self.ui.show3DButton.setSegmentationNode(result.segmentationNode)
-            self.ui.progressBar.setValue(100)
+            self.ui.progressBar.value = round(100 * self.progress.finish())
             self.setStatus(self.tr("Done: {n} segments in {t}").format(
                 n=len(result.segmentIds), t=catalogue.formatDuration(result.elapsed)))
         elif result.state == jobs.CANCELLED:
@@ -198,9 +220,10 @@ class SegDeepPanel:
     def onEditInSegmentEditor(self, checked: bool = False) -> None:
         import slicer
 
+        node = self.parameterNode()
         with slicer.util.tryWithErrorDisplay(self.tr("Could not open the Segment Editor.")):
             segmentation.openInSegmentEditor(self.lastResult.segmentationNode,
-                                             self.parameterNode().inputVolume)
+                                             node.inputVolume if node is not None else None)
 
     # ---- training ---------------------------------------------------------------------------
     def onTrainButton(self, checked: bool = False) -> None:
@@ -209,15 +232,16 @@ class SegDeepPanel:
         if self._running == "train":
             self.logic.cancel()
             return
-        overrides = self.ui.trainOverridesLineEdit.text().split()
+        overrides = self.ui.trainOverridesLineEdit.text.split()
         with slicer.util.tryWithErrorDisplay(self.tr("Failed to start the training."), waitCursor=True):
             self._running = "train"
             try:
                 self.ui.logTextEdit.clear()
+                self.startProgress(["train"])
                 self.logic.train(str(self.parameterNode().trainConfig), overrides,
                                  device=self.selectedDevice(), waitForCompletion=False,
-                                 onProgress=self.onProgress, onLog=self.appendLog,
-                                 onFinished=self.onTrainingFinished)
+                                 onProgress=self._live(self.onProgress), onLog=self._live(self.appendLog),
+                                 onFinished=self._live(self.onTrainingFinished))
             except Exception:
                 self._running = ""
                 raise
@@ -228,6 +252,8 @@ class SegDeepPanel:
         import slicer
 
         self._running = ""
+        if result.state == jobs.DONE:
+            self.ui.progressBar.value = round(100 * self.progress.finish())
         if result.state == jobs.FAILED:
             slicer.util.errorDisplay(self.tr("Training failed: ") + result.error,
                                      detailedText="\n".join(result.log))
@@ -246,9 +272,9 @@ class SegDeepPanel:
         lines: list[str] = []
         runner = ProcessRunner([self.logic.python, "-m", "SegDeepLib", "info", "--json"],
                                env=jobs.childEnvironment(),
-                               onEvent=lambda e: lines.append(e.get("message", "")),
-                               onFinished=lambda code: self._environmentReady(code, lines))
-        self.ui.environmentLabel.setText(self.tr("Checking..."))
+                               onEvent=lambda e: lines.append(str(e.get("message", ""))),
+                               onFinished=self._live(lambda code: self._environmentReady(code, lines)))
+        self.ui.environmentLabel.text = self.tr("Checking...")
         runner.start()
         self._pollEnvironment(runner)
 
@@ -257,18 +283,21 @@ class SegDeepPanel:
             self.logic.schedule(100, lambda: self._pollEnvironment(runner))
 
     def _environmentReady(self, returncode: int, lines: list[str]) -> None:
-        try:
-            self.environmentInfo = json.loads("\n".join(lines)) if returncode == 0 else {}
-        except json.JSONDecodeError:
-            self.environmentInfo = {}
-        if not self.environmentInfo:
-            self.ui.environmentLabel.setText(self.tr("SegDeepLib could not start: ") + " ".join(lines[-3:]))
+        """Only the JSON object is parsed; other lines (a warning on stderr, a notice) are logged."""
+        info, others = environment.parseInfoOutput(lines) if returncode == 0 else ({}, lines)
+        for line in others:
+            LOG.info("SegDeepLib info: %s", line)
+        self.environmentInfo = info
+        if not info:
+            tail = [line for line in lines if line.strip()][-3:]
+            self.ui.environmentLabel.text = self.tr("SegDeepLib could not start: ") + " ".join(tail)
             return
-        info = self.environmentInfo
-        self.ui.environmentLabel.setText(
+        self.ui.environmentLabel.text = (
             f"SegDeepLib {info.get('segdeeplib')}, PyTorch {info.get('torch')}, "
-            f"CUDA build {info.get('torch_cuda_build')}, CRF backends: {info.get('crf_backends')}")
-        self.ui.deviceInfoLabel.setText(self.tr("Detected device: ") + environment.gpuDescription(info))
+            f"CUDA build {info.get('torch_cuda_build')}\n{self.tr('CRF backends')}: "
+            f"{environment.crfBackendsText(info.get('crf_backends'))}"
+            + (f"\n{self.tr('Warnings')}: " + "; ".join(map(str, info["warnings"])) if info.get("warnings") else ""))
+        self.ui.deviceInfoLabel.text = self.tr("Detected device: ") + environment.gpuDescription(info)
         self.updateDeviceWarning()
 
     def onInstallDependencies(self, checked: bool = False) -> None:

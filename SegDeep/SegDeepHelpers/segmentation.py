@@ -74,11 +74,20 @@ def setSegmentTerminology(segment: Any, entry: str) -> None:
         segment.SetTag(segment.GetTerminologyEntryTagName(), entry)
 
 
+def segmentIdByExactName(segmentation: Any, name: str) -> str:
+    """The segment named exactly ``name`` ("" if none). Slicer's ``GetSegmentIdBySegmentName``
+    ignores case, so a user's "Liver" would be taken for the label "liver" and overwritten."""
+    for segmentId in segmentation.GetSegmentIDs():
+        if segmentation.GetSegment(segmentId).GetName() == name:
+            return segmentId
+    return ""
+
+
 def importLabelArray(segmentationNode: Any, labelsKJI: np.ndarray, table: Any,
                      inputVolume: Any) -> list[str]:
     """One segment per label of ``table`` present in ``labelsKJI`` (on the input's grid).
 
-    Segments whose name already exists are overwritten in place; returns the segment IDs.
+    Segments with exactly the label's name are overwritten in place; returns the segment IDs.
     """
     slicer = _slicer()
     from SegDeepLib.io.labels import slicer_terminology
@@ -90,7 +99,7 @@ def importLabelArray(segmentationNode: Any, labelsKJI: np.ndarray, table: Any,
         if not mask.any():
             continue
         rgb = [c / 255.0 for c in label.color]
-        segmentId = segmentation.GetSegmentIdBySegmentName(label.name)
+        segmentId = segmentIdByExactName(segmentation, label.name)
         if not segmentId:
             segmentId = segmentation.AddEmptySegment("", label.name, rgb)
         slicer.util.updateSegmentBinaryLabelmapFromArray(
@@ -111,7 +120,7 @@ def backupSegments(segmentationNode: Any, table: Any, inputVolume: Any, name: st
     segmentation = segmentationNode.GetSegmentation()
     backup = None
     for label in table.labels:
-        segmentId = segmentation.GetSegmentIdBySegmentName(label.name)
+        segmentId = segmentIdByExactName(segmentation, label.name)
         if not segmentId:
             continue
         if backup is None:

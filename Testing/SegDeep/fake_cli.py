@@ -1,10 +1,13 @@
 """A stand-in for ``python -m SegDeepLib`` used by the widget/logic tests (fast, deterministic).
 
-Run as ``fake_cli.py -m SegDeepLib segment IN -o OUT --model ID ... --progress json``. It reads the
-input NRRD, labels voxels by intensity thresholds (so the expected segmentation is known voxel by
-voxel), writes a .seg.nrrd with SegDeepLib's writer and prints JSON-lines progress. Environment:
-``FAKE_SLEEP`` seconds per progress step (for cancel tests), ``FAKE_FAIL`` = error message to fail
-with (exit 2), ``FAKE_PID_FILE`` where to write its pid, ``FAKE_ARGS_FILE`` where to dump argv.
+Run as ``fake_cli.py [.../childguard.py] -m SegDeepLib segment IN -o OUT --model ID ... --progress
+json`` (with the module's child guard first, it starts the same parent watch). It reads the input
+NRRD, labels voxels by intensity thresholds (so the expected segmentation is known voxel by voxel),
+writes a .seg.nrrd with SegDeepLib's writer and prints JSON-lines progress in three stages
+(preprocess, tiles, write), as the real CLI does. Environment: ``FAKE_SLEEP`` seconds per tile (for
+cancel tests), ``FAKE_FAIL`` = error message to fail with (exit 2), ``FAKE_BUILD`` = emit the first-use
+"crf-build" stage first (as SegDeepLib's docs/ARCHITECTURE.md shows it), ``FAKE_PID_FILE`` where to write its pid, ``FAKE_ARGS_FILE`` where
+to dump argv (without the guard).
 """
 
 from __future__ import annotations
@@ -33,6 +36,12 @@ def segment(argv: list[str]) -> int:
     if "--organs" in argv:
         organs = argv[argv.index("--organs") + 1].split(",")
     emit(event="log", level="info", message="device: cpu (fake)")
+    if os.environ.get("FAKE_BUILD"):
+        emit(event="progress", stage="crf-build", fraction=0.0, eta_s=60.0, data={"estimate_s": 60.0},
+             message="building the CRF extension (cpu), first use: ~1 min")
+        emit(event="progress", stage="crf-build", fraction=1.0, message="CRF extension ready in 63 s")
+    emit(event="progress", stage="preprocess", fraction=0.0, message="preprocess...")
+    emit(event="progress", stage="preprocess", fraction=1.0, message="preprocess done")
     steps = 5
     for step in range(steps):
         time.sleep(float(os.environ.get("FAKE_SLEEP", "0")))
@@ -42,6 +51,7 @@ def segment(argv: list[str]) -> int:
         emit(event="error", message=os.environ["FAKE_FAIL"])
         print(f"segdeep: error: {os.environ['FAKE_FAIL']}", file=sys.stderr)
         return 2
+    emit(event="progress", stage="write", fraction=0.0, message=f"writing {output}")
     image = sitk.ReadImage(source)
     voxels = sitk.GetArrayFromImage(image)
     labels = np.zeros(voxels.shape, np.uint8)
@@ -53,12 +63,26 @@ def segment(argv: list[str]) -> int:
     result = sitk.GetImageFromArray(labels)
     result.CopyInformation(image)
     write_segmentation(result, output, table)
+    emit(event="progress", stage="write", fraction=1.0, message="written")
     emit(event="done", message="segmented", data={"outputs": {"segmentation": output}})
     return 0
 
 
+def _guarded(argv: list[str]) -> list[str]:
+    """With the module's child guard in front: start its parent watch, as the real child does."""
+    if argv and argv[0].endswith("childguard.py"):
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("childguard", argv[0])
+        guard = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(guard)
+        guard.startWatching()
+        return argv[1:]
+    return argv
+
+
 def main() -> int:
-    argv = sys.argv[1:]
+    argv = _guarded(sys.argv[1:])
     if os.environ.get("FAKE_PID_FILE"):
         with open(os.environ["FAKE_PID_FILE"], "w") as handle:
             handle.write(str(os.getpid()))

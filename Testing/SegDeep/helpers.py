@@ -35,10 +35,20 @@ def phantom_array(shape=(9, 14, 17), seed: int = 0) -> np.ndarray:
     return array
 
 
+def plain_python() -> str:
+    """A Python interpreter for child processes: this one, or the venv's inside the PythonQt host
+    (whose ``sys.executable`` is the host program)."""
+    venv = os.environ.get("VIRTUAL_ENV")
+    if "PythonQt" in sys.modules and venv:
+        return str(Path(venv) / "bin" / "python")
+    return sys.executable
+
+
 def fake_python(tmp_path: Path) -> str:
-    """An executable that behaves like ``python`` for ``-m SegDeepLib ...`` but runs fake_cli.py."""
+    """An executable that behaves like ``python`` for ``[childguard.py] -m SegDeepLib ...`` but runs
+    fake_cli.py (which honours the child guard as the real one does)."""
     script = tmp_path / "fakepython"
-    script.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{HERE / "fake_cli.py"}" "$@"\n')
+    script.write_text(f'#!/bin/sh\nexec "{plain_python()}" "{HERE / "fake_cli.py"}" "$@"\n')
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
     return str(script)
 

@@ -7,10 +7,11 @@ fake objects define no catch-all ``__getattr__``, so a misspelt or invented Slic
 tests. Geometry is real numpy maths: volume nodes hold a KJI array and a 4x4 IJK-to-RAS matrix;
 segments hold a binary mask on their reference volume's grid.
 
-Qt widgets are created from the real ``.ui`` file by :func:`loadUI` (one fake per ``<widget>``,
-with the properties of the file); their methods are plain Qt names (a test checks them against
-PyQt5) plus PythonQt's ``connect(signal, slot)``. Test code drives widgets through the module-level
-helpers (:func:`chooseNode`, :func:`click`, :func:`runEventLoop`...), never through extra methods.
+Qt is the real one: the stand-in runs inside the PythonQt host of ../shared/tools/pythonqt (the
+binding Slicer embeds), :func:`loadUI` uses the real ``QUiLoader`` and only Slicer's own widget
+classes (qMRML*, ctk*) are stand-ins, subclasses of their real Qt bases that follow PythonQt's rules
+(properties are attributes). Test code drives widgets like a user (:func:`chooseNode`,
+:func:`click`, :func:`closeScene`, :func:`runEventLoop`...).
 """
 
 from __future__ import annotations
@@ -27,15 +28,22 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-# Names the module code may use, per stand-in module (all from slicer-conventions.md; Qt: PyQt5-checked).
+# Names the module code may use, per stand-in module (all from slicer-conventions.md; Qt is the real one).
 ALLOWED: dict[str, set[str]] = {}
 # Slicer API names NOT in slicer-conventions.md, each verified in Slicer's source: name -> where.
 _TRANSFORMABLE_H = ("Libs/MRML/Core/vtkMRMLTransformableNode.h, Slicer/Slicer at commit "
                     "1a324de7ccc49ed1a81f923646d0e340592745ec (vtkMRMLTransformableNode)")
 _NODE_H = ("Libs/MRML/Core/vtkMRMLNode.h, Slicer/Slicer at commit "
            "0276e1d23a5b0d8aa471ed8b0f1aa5f42072dc15 (vtkMRMLNode: vtkGetStringMacro(Name))")
+_COMBO_H = ("Libs/MRML/Widgets/qMRMLNodeComboBox.h, Slicer/Slicer at commit "
+            "06536db4cbc56614bb74ea6938044ca66dc603e4 (Q_INVOKABLE currentNode; slot setCurrentNode)")
+_SHOW3D_H = ("Modules/Loadable/Segmentations/Widgets/qMRMLSegmentationShow3DButton.h, Slicer/Slicer at "
+             "commit 25ff1d74b85e5044a31e341374286e4156065a71 (Q_INVOKABLE segmentationNode; no setMRMLScene)")
 VERIFIED_ELSEWHERE: dict[str, str] = {
     "GetName": _NODE_H,
+    "currentNode": _COMBO_H,
+    "setCurrentNode": _COMBO_H,
+    "segmentationNode": _SHOW3D_H,
     "GetTransformNodeID": _TRANSFORMABLE_H,
     "SetAndObserveTransformNodeID": _TRANSFORMABLE_H,
     "GetParentTransformNode": _TRANSFORMABLE_H,
@@ -98,9 +106,12 @@ class _Observable:
         self._observers[tag - 1] = (None, lambda *a: None)
 
     def Modified(self) -> None:
-        for event, callback in list(self._observers):
-            if event == vtkCommand.ModifiedEvent:
-                callback(self, vtkCommand.ModifiedEvent)
+        self._invoke(vtkCommand.ModifiedEvent)
+
+    def _invoke(self, event: Any) -> None:
+        for observed, callback in list(self._observers):
+            if observed == event:
+                callback(self, event)
 
 
 # ================================================================ MRML ==========================
@@ -194,6 +205,10 @@ class vtkSegment:
         _record("vtkSegment", "SetName")
         self._name = name
 
+    def GetName(self) -> str:
+        _record("vtkSegment", "GetName")
+        return self._name
+
     def SetColor(self, r: float, g: float, b: float) -> None:
         _record("vtkSegment", "SetColor")
         self._color = (r, g, b)
@@ -214,7 +229,7 @@ class vtkSegment:
 class vtkSegment58:
     """Slicer 5.8 segment: no SetTerminology (only the tag API)."""
 
-    SetName, SetColor, SetTag = vtkSegment.SetName, vtkSegment.SetColor, vtkSegment.SetTag
+    SetName, GetName, SetColor, SetTag = vtkSegment.SetName, vtkSegment.GetName, vtkSegment.SetColor, vtkSegment.SetTag
     GetTerminologyEntryTagName = vtkSegment.GetTerminologyEntryTagName
     __init__ = vtkSegment.__init__
 
@@ -240,7 +255,8 @@ class vtkSegmentation:
 
     def GetSegmentIdBySegmentName(self, name: str) -> str:
         _record("vtkSegmentation", "GetSegmentIdBySegmentName")
-        return next((sid for sid, s in self._segments.items() if s._name == name), "")
+        # vtkSegmentation.cxx: the comparison is case-insensitive ("Liver" is found by "liver")
+        return next((sid for sid, s in self._segments.items() if s._name.lower() == name.lower()), "")
 
     def GetSegmentIDs(self) -> list[str]:
         _record("vtkSegmentation", "GetSegmentIDs")
@@ -295,6 +311,7 @@ class vtkMRMLScriptedModuleNode(_Node):
     def __init__(self, name: str = "") -> None:
         super().__init__(name)
         self._parameters: dict[str, Any] = {}
+        self._singletonTag: Optional[str] = None
 
 
 class vtkMRMLSubjectHierarchyNode(_Node):
@@ -350,369 +367,232 @@ class vtkMRMLScene(_Observable):
         return self._sh
 
     def Clear(self, removeSingletons: bool = False) -> None:
+        """Scene close removes every node; the module's singleton parameter node goes with it."""
         self._nodes.clear()
         self._sh = vtkMRMLSubjectHierarchyNode()
 
 
-# ================================================================ Qt fakes ======================
-class _Signals:
-    def __init__(self) -> None:
-        self._slots: dict[str, list[Callable]] = {}
+# ================================================================ Qt: the real PythonQt =========
+# Qt itself is never faked: the stand-in runs under ../shared/tools/pythonqt/pythonqt-python (the
+# PythonQt that Slicer embeds), so ``qt`` is Slicer's ``qt`` module with PythonQt's semantics
+# (Q_PROPERTYs are attributes: ``combo.currentIndex`` is an int). Only Slicer's own C++ widgets
+# (CTK, qMRML) are stood in for, as Python subclasses of their real Qt base classes that follow the
+# same rules: their Q_PROPERTYs are attributes, their slots methods, their signals strings.
+try:
+    import PythonQt  # noqa: F401 - present only inside a PythonQt host
+    import qt
+except ImportError:
+    qt = None
 
-    def connect(self, signal: str, slot: Callable) -> bool:  # PythonQt's string-signal connect
-        self._slots.setdefault(signal, []).append(slot)
-        return True
+PYTHONQT = qt is not None
+NOT_PYTHONQT = ("the Slicer stand-in needs the real PythonQt: run these tests under "
+                "../shared/tools/pythonqt/pythonqt-python (scripts/pythonqt_lane.sh; `make test` does)")
 
-    def _emit(self, signal: str, *args: Any) -> None:
-        for slot in list(self._slots.get(signal, [])):
+
+class _SlicerSignals:
+    """PythonQt's ``connect``/``disconnect`` for the signals that only Slicer's C++ classes declare;
+    every other signal goes to the real QObject (which refuses unknown ones)."""
+
+    SIGNALS: tuple = ()
+
+    def connect(self, signal: str, slot: Callable) -> bool:
+        if signal in self.SIGNALS:
+            self._slotsOf(signal).append(slot)
+            return True
+        return qt.QObject.connect(self, signal, slot)
+
+    def disconnect(self, signal: str, slot: Callable) -> bool:
+        if signal in self.SIGNALS:
+            slots = self._slotsOf(signal)
+            if slot in slots:
+                slots.remove(slot)
+                return True
+            return False
+        return qt.QObject.disconnect(self, signal, slot)
+
+    def _slotsOf(self, signal: str) -> list:
+        table = getattr(self, "_customSlots", None)
+        if table is None:
+            table = {}
+            self._customSlots = table
+        return table.setdefault(signal, [])
+
+    def _emitSignal(self, signal: str, *args: Any) -> None:
+        for slot in list(self._slotsOf(signal)):
             slot(*args)
 
 
-class QWidget(_Signals):
-    def __init__(self, name: str = "", props: Optional[dict] = None) -> None:
-        super().__init__()
-        self._objectName, self._props = name, dict(props or {})
-        self._enabled = self._props.get("enabled", True)
-        self._visible = True
-
-    def setEnabled(self, enabled: bool) -> None:
-        self._enabled = bool(enabled)
-
-    def isEnabled(self) -> bool:
-        return self._enabled
-
-    def setVisible(self, visible: bool) -> None:
-        self._visible = bool(visible)
-
-    def isVisible(self) -> bool:
-        return self._visible
-
-    def property(self, name: str) -> Any:
-        return self._props.get(name)
-
-
-class QLabel(QWidget):
-    def text(self) -> str:
-        return str(self._props.get("text", ""))
-
-    def setText(self, text: str) -> None:
-        self._props["text"] = str(text)
-
-
-class QPushButton(QLabel):
-    def click(self) -> None:
-        if self._enabled:
-            self._emit("clicked(bool)", False)
-            self._emit("clicked()")
-
-
-class QCheckBox(QPushButton):
-    def isChecked(self) -> bool:
-        return bool(self._props.get("checked", False))
-
-    def setChecked(self, checked: bool) -> None:
-        if bool(checked) != self.isChecked():
-            self._props["checked"] = bool(checked)
-            self._emit("toggled(bool)", bool(checked))
-
-
-class QLineEdit(QLabel):
-    pass
-
-
-class QComboBox(QWidget):
-    def __init__(self, name: str = "", props: Optional[dict] = None) -> None:
-        super().__init__(name, props)
-        self._items: list[tuple[str, Any]] = [(t, None) for t in self._props.pop("_items", [])]
-        self._index = 0 if self._items else -1
-
-    def addItem(self, text: str, userData: Any = None) -> None:
-        self._items.append((str(text), userData))
-        if self._index < 0:
-            self._index = 0
-            self._emit("currentIndexChanged(int)", 0)
-
-    def clear(self) -> None:
-        self._items, self._index = [], -1
-
-    def count(self) -> int:
-        return len(self._items)
-
-    def currentIndex(self) -> int:
-        return self._index
-
-    def setCurrentIndex(self, index: int) -> None:
-        if index != self._index and -1 <= index < len(self._items):
-            self._index = index
-            self._emit("currentIndexChanged(int)", index)
-
-    def currentText(self) -> str:
-        return self._items[self._index][0] if self._index >= 0 else ""
-
-    def itemText(self, index: int) -> str:
-        return self._items[index][0]
-
-    def itemData(self, index: int) -> Any:
-        return self._items[index][1]
-
-
-class QListWidgetItem:
-    def __init__(self, text: str) -> None:
-        self._text, self._flags, self._check = text, 0x20 | 0x01, 0
-
-    def text(self) -> str:
-        return self._text
-
-    def flags(self) -> int:
-        return self._flags
-
-    def setFlags(self, flags: int) -> None:
-        self._flags = int(flags)
-
-    def checkState(self) -> int:
-        return self._check
-
-    def setCheckState(self, state: int) -> None:
-        if not self._flags & 16:
-            raise AssertionError("setCheckState on an item that is not user-checkable")
-        self._check = int(state)
-
-
-class QListWidget(QWidget):
-    def __init__(self, name: str = "", props: Optional[dict] = None) -> None:
-        super().__init__(name, props)
-        self._rows: list[QListWidgetItem] = []
-
-    def addItem(self, text: str) -> None:
-        self._rows.append(QListWidgetItem(str(text)))
-
-    def clear(self) -> None:
-        self._rows = []
-
-    def count(self) -> int:
-        return len(self._rows)
-
-    def item(self, row: int) -> Optional[QListWidgetItem]:
-        return self._rows[row] if 0 <= row < len(self._rows) else None
-
-
-class QProgressBar(QWidget):
-    def value(self) -> int:
-        return int(self._props.get("value", 0))
-
-    def setValue(self, value: int) -> None:
-        if not isinstance(value, int):
-            raise TypeError("QProgressBar.setValue takes an int")
-        self._props["value"] = value
-
-
-class QSpinBox(QWidget):
-    """Qt semantics: ``setValue`` clamps to [minimum, maximum] and emits ``valueChanged`` on change."""
-
-    _signal = "valueChanged(int)"
-
-    def _number(self, value: Any) -> Any:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError("QSpinBox.setValue takes an int")
-        return value
-
-    def value(self) -> Any:
-        return self._number(self._props.get("value", 0))
-
-    def minimum(self) -> Any:
-        return self._props.get("minimum", 0)
-
-    def maximum(self) -> Any:
-        return self._props.get("maximum", 99)
-
-    def setValue(self, value: Any) -> None:
-        value = min(max(self._number(value), self.minimum()), self.maximum())
-        if value != self.value():
-            self._props["value"] = value
-            self._emit(self._signal, value)
-
-
-class QDoubleSpinBox(QSpinBox):
-    """Like QSpinBox, and values are rounded to ``decimals`` (Qt's default 2)."""
-
-    _signal = "valueChanged(double)"
-
-    def _number(self, value: Any) -> Any:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TypeError("QDoubleSpinBox.setValue takes a float")
-        return round(float(value), self.decimals())
-
-    def decimals(self) -> int:
-        return int(self._props.get("decimals", 2))
-
-    def minimum(self) -> Any:
-        return float(self._props.get("minimum", 0.0))
-
-    def maximum(self) -> Any:
-        return float(self._props.get("maximum", 99.99))
-
-
-class QPlainTextEdit(QWidget):
-    def appendPlainText(self, text: str) -> None:
-        self._props["plainText"] = (self._props.get("plainText", "") + "\n" + str(text)).lstrip("\n")
-
-    def toPlainText(self) -> str:
-        return self._props.get("plainText", "")
-
-    def clear(self) -> None:
-        self._props["plainText"] = ""
-
-
-class ctkCollapsibleButton(QPushButton):
-    pass
-
-
-class ctkPathLineEdit(QWidget):
-    pass
-
-
-class qMRMLWidget(QWidget):
-    def setMRMLScene(self, scene: Any) -> None:
-        self._emit("mrmlSceneChanged(vtkMRMLScene*)", scene)
-
-
-class qMRMLNodeComboBox(QWidget):
-    def __init__(self, name: str = "", props: Optional[dict] = None) -> None:
-        super().__init__(name, props)
-        self._node, self._scene = None, None
-
-    def setMRMLScene(self, scene: Any) -> None:
-        self._scene = scene
-
-
-class qMRMLSegmentationShow3DButton(QPushButton):
-    def __init__(self, name: str = "", props: Optional[dict] = None) -> None:
-        super().__init__(name, props)
-        self._segmentationNode, self._scene = None, None
-
-    def setMRMLScene(self, scene: Any) -> None:
-        self._scene = scene
-
-    def setSegmentationNode(self, node: Any) -> None:
-        _record("qMRMLSegmentationShow3DButton", "setSegmentationNode")
-        self._segmentationNode = node
-
-
-WIDGET_CLASSES = {cls.__name__: cls for cls in (
-    QWidget, QLabel, QPushButton, QCheckBox, QLineEdit, QComboBox, QListWidget, QProgressBar,
-    QSpinBox, QDoubleSpinBox, QPlainTextEdit, ctkCollapsibleButton, ctkPathLineEdit, qMRMLWidget, qMRMLNodeComboBox,
-    qMRMLSegmentationShow3DButton)}
-SLICER_ONLY_WIDGETS = {"ctkCollapsibleButton", "ctkPathLineEdit", "qMRMLWidget", "qMRMLNodeComboBox",
-                       "qMRMLSegmentationShow3DButton"}
-
-
-class _Clipboard:
-    def __init__(self) -> None:
-        self._text = ""
-
-    def setText(self, text: str) -> None:
-        self._text = text
-
-    def text(self) -> str:
-        return self._text
-
-
-class QApplication:
-    _clipboard = _Clipboard()
-
-    @staticmethod
-    def clipboard() -> _Clipboard:
-        return QApplication._clipboard
-
-
-class QTimer:
-    _queue: list[tuple[int, Callable]] = []
-
-    @staticmethod
-    def singleShot(milliseconds: int, function: Callable) -> None:
-        QTimer._queue.append((milliseconds, function))
+if PYTHONQT:
+    class qMRMLWidget(_SlicerSignals, qt.QWidget):
+        """Top widget of a module .ui: ``setMRMLScene`` emits ``mrmlSceneChanged(vtkMRMLScene*)``."""
+
+        SIGNALS = ("mrmlSceneChanged(vtkMRMLScene*)",)
+
+        def setMRMLScene(self, scene: Any) -> None:
+            _record("qMRMLWidget", "setMRMLScene")
+            self._emitSignal("mrmlSceneChanged(vtkMRMLScene*)", scene)
+
+    class qMRMLNodeComboBox(_SlicerSignals, qt.QWidget):
+        """Node selector (qMRMLNodeComboBox.h, names in ``VERIFIED_ELSEWHERE``); its Q_PROPERTYs
+        (nodeTypes, addEnabled...) come from the .ui as attributes."""
+
+        SIGNALS = ("currentNodeChanged(vtkMRMLNode*)",)
+
+        def __init__(self, parent: Any = None) -> None:
+            qt.QWidget.__init__(self, parent)
+            self._node, self._scene = None, None
+
+        def setMRMLScene(self, scene: Any) -> None:
+            _record("qMRMLNodeComboBox", "setMRMLScene")
+            self._scene = scene
+
+        def currentNode(self) -> Any:
+            _record("qMRMLNodeComboBox", "currentNode")
+            return self._node
+
+        def setCurrentNode(self, node: Any) -> None:
+            _record("qMRMLNodeComboBox", "setCurrentNode")
+            if node is not self._node:
+                self._node = node
+                self._emitSignal("currentNodeChanged(vtkMRMLNode*)", node)
+
+    class qMRMLSegmentationShow3DButton(qt.QPushButton):
+        """A ctkMenuButton (a QPushButton) with ``setSegmentationNode``; it has NO setMRMLScene slot
+        (qMRMLSegmentationShow3DButton.h)."""
+
+        def __init__(self, parent: Any = None) -> None:
+            qt.QPushButton.__init__(self, parent)
+            self._segmentationNode = None
+
+        def setSegmentationNode(self, node: Any) -> None:
+            _record("qMRMLSegmentationShow3DButton", "setSegmentationNode")
+            self._segmentationNode = node
+
+        def segmentationNode(self) -> Any:
+            _record("qMRMLSegmentationShow3DButton", "segmentationNode")
+            return self._segmentationNode
+
+    class ctkCollapsibleButton(qt.QGroupBox):
+        """Drawn as a group box titled with its ``text``; ``collapsed`` is a property (attribute)."""
+
+    class ctkPathLineEdit(_SlicerSignals, qt.QWidget):
+        """``currentPath`` is a Q_PROPERTY (an attribute); ``currentPathChanged(QString)`` a signal."""
+
+        SIGNALS = ("currentPathChanged(QString)",)
+
+        def __init__(self, parent: Any = None) -> None:
+            qt.QWidget.__init__(self, parent)
+            layout = qt.QHBoxLayout(self)
+            layout.setContentsMargins(0, 0, 0, 0)
+            self._edit = qt.QLineEdit(self)
+            layout.addWidget(self._edit)
+
+        @property
+        def currentPath(self) -> str:
+            return self._edit.text
+
+        @currentPath.setter
+        def currentPath(self, path: str) -> None:
+            if str(path) != self._edit.text:
+                self._edit.text = str(path)
+                self._emitSignal("currentPathChanged(QString)", str(path))
+
+    class _ModulePanel(qt.QWidget):
+        """qSlicerScriptedLoadableModuleWidget: ``isEntered`` is a property (an attribute)."""
+
+        def __init__(self, parent: Any = None) -> None:
+            qt.QWidget.__init__(self, parent)
+            self.isEntered = False
+
+    SLICER_WIDGETS = {cls.__name__: cls for cls in (
+        qMRMLWidget, qMRMLNodeComboBox, qMRMLSegmentationShow3DButton, ctkCollapsibleButton,
+        ctkPathLineEdit)}
+
+    class _SlicerUiLoader(qt.QUiLoader):
+        """The real QUiLoader; Slicer's own widget classes are created from the stand-ins above."""
+
+        def createWidget(self, className: str, parent: Any = None, name: str = "") -> Any:
+            if className in SLICER_WIDGETS:
+                widget = SLICER_WIDGETS[className](parent)
+                widget.objectName = name
+                LIVE_WIDGETS.append(widget)  # a Python-made widget must outlive this call (and keep
+                return widget                # its Python attributes): PythonQt owns it otherwise
+            return qt.QUiLoader.createWidget(self, className, parent, name)
+else:
+    SLICER_WIDGETS = {}
+LIVE_WIDGETS: list = []  # the stand-in widgets of the current test (cleared by build())
 
 
 def runEventLoop(until: Callable[[], bool], timeout: float = 60.0) -> None:
-    """Run queued ``QTimer.singleShot`` callbacks (in real time) until ``until()`` is true."""
+    """Process Qt events (timers included) until ``until()`` is true, as Slicer's event loop would."""
     import time
 
     deadline = time.monotonic() + timeout
     while not until():
         if time.monotonic() > deadline:
-            raise TimeoutError("stand-in event loop: condition not reached")
-        if not QTimer._queue:
-            time.sleep(0.01)
-            continue
-        milliseconds, function = QTimer._queue.pop(0)
-        time.sleep(milliseconds / 1000.0)
-        function()
+            raise TimeoutError("event loop: condition not reached")
+        qt.QApplication.processEvents()
+        time.sleep(0.005)
 
 
 # ================================================================ .ui loading ===================
-def _propertyValue(element: ET.Element) -> Any:
-    child = list(element)[0]
-    if child.tag == "bool":
-        return child.text == "true"
-    if child.tag == "number":
-        return int(child.text or 0)
-    if child.tag == "double":
-        return float(child.text or 0)
-    if child.tag == "stringlist":
-        return [s.text or "" for s in child]
-    return child.text or ""
+def _connections(root: ET.Element) -> list[tuple[str, ...]]:
+    return [tuple(c.findtext(t) for t in ("sender", "signal", "receiver", "slot"))
+            for c in root.iter("connection")]
 
 
-class UIWidget(qMRMLWidget):
-    """The top widget returned by loadUI; ``setMRMLScene`` follows the .ui's connections."""
-
-    def __init__(self, name: str, children: dict[str, QWidget], connections: list[tuple]) -> None:
-        super().__init__(name)
-        self._children = children
-        for sender, signal, receiver, slot in connections:
-            if sender == name and slot == "setMRMLScene(vtkMRMLScene*)":
-                self.connect(signal, children[receiver].setMRMLScene)
-
-
-def loadUI(path: str) -> UIWidget:
+def loadUI(path: str) -> Any:
+    """``slicer.util.loadUI``: the real QUiLoader, then the .ui's ``<connections>`` made through
+    PythonQt (a slot the receiver's class does not have is an error, as in Slicer's log)."""
+    if not PYTHONQT:
+        raise RuntimeError(NOT_PYTHONQT)
     root = ET.parse(path).getroot()
-    top = root.find("widget")
-    children: dict[str, QWidget] = {}
-    for element in top.iter("widget"):
-        if element is top:
-            continue
-        cls = element.get("class")
-        if cls not in WIDGET_CLASSES:
-            raise AssertionError(f"{path}: widget class {cls} has no stand-in")
-        props = {p.get("name"): _propertyValue(p) for p in element.findall("property")}
-        props["_items"] = [_propertyValue(i.find("property")) for i in element.findall("item")]
-        if cls != "QComboBox":
-            props.pop("_items")
-        children[element.get("name")] = WIDGET_CLASSES[cls](element.get("name"), props)
-    connections = [tuple(c.find(t).text for t in ("sender", "signal", "receiver", "slot"))
-                   for c in root.iter("connection")]
-    return UIWidget(top.get("name"), children, connections)
+    custom = {c.findtext("class") for c in root.iter("customwidget")}
+    if custom - set(SLICER_WIDGETS):
+        raise AssertionError(f"{path}: widget classes {sorted(custom - set(SLICER_WIDGETS))} have no stand-in")
+    connections = _connections(root)
+    for element in root.findall("connections"):
+        root.remove(element)
+    buffer = qt.QBuffer()
+    buffer.setData(qt.QByteArray(ET.tostring(root)))
+    buffer.open(qt.QIODevice.ReadOnly)
+    widget = _SlicerUiLoader().load(buffer)
+    if widget is None:
+        raise AssertionError(f"{path}: QUiLoader could not load it")
+    named = {child.objectName: child for child in widget.findChildren(qt.QWidget) if child.objectName}
+    named[widget.objectName] = widget
+    for child in named.values():
+        if isinstance(child, ctkCollapsibleButton):
+            child.title = child.property("text") or ""
+    for sender, signal, receiver, slot in connections:
+        method = getattr(named[receiver], slot.split("(")[0], None)
+        if not callable(method):
+            raise AssertionError(f"{path}: <connection> {sender}.{signal} -> {receiver}.{slot}: "
+                                 f"{type(named[receiver]).__name__} has no slot {slot}")
+        if not named[sender].connect(signal, method):
+            raise AssertionError(f"{path}: <connection>: {sender} has no signal {signal}")
+    return widget
 
 
-def childWidgetVariables(widget: UIWidget) -> types.SimpleNamespace:
-    return types.SimpleNamespace(**widget._children)
+def childWidgetVariables(widget: Any) -> types.SimpleNamespace:
+    """Every named child widget as an attribute (Slicer's ``childWidgetVariables``)."""
+    children = [child for child in widget.findChildren(qt.QWidget) if child.objectName]
+    return types.SimpleNamespace(**{child.objectName: child for child in children})
 
 
 # ================================================================ test drivers ==================
-def chooseNode(combo: qMRMLNodeComboBox, node: Any) -> None:
+def chooseNode(combo: Any, node: Any) -> None:
     """What a user does with a node selector."""
-    combo._node = node
-    combo._emit("currentNodeChanged(vtkMRMLNode*)", node)
+    combo.setCurrentNode(node)
 
 
-def click(button: QPushButton) -> None:
+def click(button: Any) -> None:
     button.click()
 
 
-def choosePath(pathEdit: ctkPathLineEdit, path: str) -> None:
+def choosePath(pathEdit: Any, path: str) -> None:
     """What a user does with a path line edit (browse or type)."""
-    pathEdit._props["currentPath"] = str(path)
-    pathEdit._emit("currentPathChanged(QString)", str(path))
+    pathEdit.currentPath = str(path)
 
 
 def addTransformNode(name: str = "Transform") -> vtkMRMLTransformNode:
@@ -720,6 +600,26 @@ def addTransformNode(name: str = "Transform") -> vtkMRMLTransformNode:
     node = vtkMRMLTransformNode(name)
     slicer.mrmlScene._nodes.append(node)
     return node
+
+
+def closeScene() -> None:
+    """File > Close scene: StartCloseEvent, every node (singletons too) removed, EndCloseEvent."""
+    scene = slicer.mrmlScene
+    scene._invoke(scene.StartCloseEvent)
+    scene.Clear(True)
+    scene._invoke(scene.EndCloseEvent)
+
+
+def enterModule(widget: Any) -> None:
+    """The user opens the module (Slicer sets ``isEntered``, then calls ``enter``)."""
+    widget.parent.isEntered = True
+    widget.enter()
+
+
+def leaveModule(widget: Any) -> None:
+    """The user switches to another module."""
+    widget.exit()
+    widget.parent.isEntered = False
 
 
 # ================================================================ parameterNodeWrapper ==========
@@ -733,9 +633,50 @@ class WithinRange:
         self.minimum, self.maximum = minimum, maximum
 
 
+def _unannotated(hint: Any) -> Any:
+    return typing.get_args(hint)[0] if typing.get_origin(hint) is typing.Annotated else hint
+
+
+def _annotation(hint: Any, kind: type) -> Any:
+    return next((m for m in getattr(hint, "__metadata__", ()) if isinstance(m, kind)), None)
+
+
+def _spinBoxRange(widget: Any, hint: Any, integer: bool) -> None:
+    """What Slicer's spin-box GUI connectors do: the range comes from ``WithinRange``, else it is
+    opened to (-2^31, 2^31-1) for QSpinBox and (-inf, inf) for QDoubleSpinBox (guiConnectors.py)."""
+    within = _annotation(hint, WithinRange)
+    if within is not None:
+        widget.minimum, widget.maximum = within.minimum, within.maximum
+    elif integer:
+        widget.minimum, widget.maximum = -2**31, 2**31 - 1
+    else:
+        widget.minimum, widget.maximum = float("-inf"), float("inf")
+
+
+def _connector(widget: Any, hint: Any) -> tuple[str, Callable, Callable]:
+    """(signal, read, write) for one widget, as Slicer's guiConnectors.py pairs widgets and types."""
+    kind = _unannotated(hint)
+    if isinstance(widget, qMRMLNodeComboBox):
+        return "currentNodeChanged(vtkMRMLNode*)", widget.currentNode, widget.setCurrentNode
+    if type(widget) is qt.QCheckBox and kind is bool:
+        return "toggled(bool)", lambda: widget.checked, lambda v: setattr(widget, "checked", bool(v))
+    if type(widget) is qt.QSpinBox and kind is int:
+        _spinBoxRange(widget, hint, integer=True)
+        return "valueChanged(int)", lambda: widget.value, lambda v: setattr(widget, "value", v)
+    if type(widget) is qt.QDoubleSpinBox and kind is float:
+        _spinBoxRange(widget, hint, integer=False)
+        return "valueChanged(double)", lambda: widget.value, lambda v: setattr(widget, "value", v)
+    if isinstance(widget, ctkPathLineEdit) and kind is Path:
+        return ("currentPathChanged(QString)", lambda: Path(widget.currentPath),
+                lambda v: setattr(widget, "currentPath", str(v)))
+    raise RuntimeError(f"Unable to create GUI connector from datatype '{hint}' to widget type "
+                       f"'{type(widget)}'")
+
+
 def parameterNodeWrapper(cls: type) -> type:
-    """Typed parameter node: attribute storage in the scripted module node, Choice validation,
-    Modified events, and GUI binding through the widgets' ``SlicerParameterName`` property."""
+    """Typed parameter node: attribute storage in the scripted module node, Choice and WithinRange
+    validation, Modified events, and GUI binding through the widgets' ``SlicerParameterName``
+    property (widget <- node on connect and on every change; node <- widget on its signal)."""
     hints = typing.get_type_hints(cls, include_extras=True)
     defaults = {name: getattr(cls, name, Path() if hints[name] is Path else None) for name in hints}
 
@@ -754,9 +695,11 @@ def parameterNodeWrapper(cls: type) -> type:
         def __setattr__(self, name: str, value: Any) -> None:
             if name not in hints:
                 raise AttributeError(f"parameter node has no parameter {name!r}")
-            for meta in getattr(hints[name], "__metadata__", ()):
-                if isinstance(meta, Choice) and value not in meta.choices:
-                    raise ValueError(f"{name}={value!r} is not one of {meta.choices}")
+            choice, within = _annotation(hints[name], Choice), _annotation(hints[name], WithinRange)
+            if choice is not None and value not in choice.choices:
+                raise ValueError(f"{name}={value!r} is not one of {choice.choices}")
+            if within is not None and not within.minimum <= value <= within.maximum:
+                raise ValueError(f"{name}={value!r} is not within [{within.minimum}, {within.maximum}]")
             if self._node._parameters.get(name) is not value:
                 self._node._parameters[name] = value
                 self._node.Modified()
@@ -772,33 +715,31 @@ def parameterNodeWrapper(cls: type) -> type:
                 name = widget.property("SlicerParameterName")
                 if name:
                     bound.append(self._bind(name, widget))
-            self._guiTags[tag] = bound
+
+            def updateGui(caller: Any = None, event: Any = None) -> None:
+                for name, _widget, _signal, _slot, read, write in bound:
+                    if read() != getattr(self, name):
+                        write(getattr(self, name))
+
+            observer = self._node.AddObserver(vtkCommand.ModifiedEvent, updateGui)
+            self._guiTags[tag] = (bound, observer)
             return tag
 
-        def _bind(self, name: str, widget: QWidget) -> tuple:
-            if isinstance(widget, qMRMLNodeComboBox):
-                widget._node = getattr(self, name)
-                signal, slot = "currentNodeChanged(vtkMRMLNode*)", lambda node: setattr(self, name, node)
-            elif isinstance(widget, QCheckBox):
-                widget._props["checked"] = bool(getattr(self, name))
-                signal, slot = "toggled(bool)", lambda checked: setattr(self, name, bool(checked))
-            elif isinstance(widget, QSpinBox):  # QDoubleSpinBox -> float, QSpinBox -> int
-                kind = float if isinstance(widget, QDoubleSpinBox) else int
-                if typing.get_origin(hints[name]) is not None or hints[name] is not kind:
-                    raise AssertionError(f"{type(widget).__name__} needs a {kind.__name__} parameter ({name})")
-                widget._props["value"] = widget._number(getattr(self, name))
-                signal, slot = widget._signal, lambda value: setattr(self, name, kind(value))
-            elif isinstance(widget, ctkPathLineEdit):
-                signal, slot = "currentPathChanged(QString)", lambda text: setattr(self, name, Path(text))
-            else:
-                raise AssertionError(f"no GUI connector for {type(widget).__name__} ({name})")
-            widget.connect(signal, slot)
-            return widget, signal, slot
+        def _bind(self, name: str, widget: Any) -> tuple:
+            signal, read, write = _connector(widget, hints[name])
+            write(getattr(self, name))
+            slot = lambda *args: setattr(self, name, read())  # noqa: E731
+            if not widget.connect(signal, slot):
+                raise AssertionError(f"{type(widget).__name__} has no signal {signal}")
+            return name, widget, signal, slot, read, write
 
         def disconnectGui(self, tag: int) -> None:
             _record("parameterNodeWrapper", "disconnectGui")
-            for widget, signal, slot in self._guiTags.pop(tag, []):
-                widget._slots[signal].remove(slot)
+            bound, observer = self._guiTags.pop(tag, ([], None))
+            for _name, widget, signal, slot, _read, _write in bound:
+                widget.disconnect(signal, slot)
+            if observer is not None:
+                self._node.RemoveObserver(observer)
 
         def AddObserver(self, event: Any, callback: Callable) -> int:
             return self._node.AddObserver(event, callback)
@@ -811,19 +752,18 @@ def parameterNodeWrapper(cls: type) -> type:
 
 
 # ================================================================ ScriptedLoadableModule ========
-class _Layout:
-    def __init__(self) -> None:
-        self._widgets: list = []
-
-    def addWidget(self, widget: Any) -> None:
-        self._widgets.append(widget)
-
-
 class _ModuleParent:
     def __init__(self) -> None:
         self.title, self.categories, self.dependencies = "", [], []
         self.contributors, self.helpText, self.acknowledgementText = [], "", ""
-        self.isEntered = False
+
+
+def _moduleWidgetParent() -> Any:
+    """The real QWidget Slicer gives a module panel (a QVBoxLayout; ``isEntered`` as a property)."""
+    parent = _ModulePanel()
+    qt.QVBoxLayout(parent)
+    LIVE_WIDGETS.append(parent)
+    return parent
 
 
 class ScriptedLoadableModule:
@@ -836,8 +776,10 @@ class ScriptedLoadableModule:
 
 class ScriptedLoadableModuleWidget:
     def __init__(self, parent: Any = None) -> None:
-        self.parent = parent if parent is not None else _ModuleParent()
-        self.layout = _Layout()
+        if not PYTHONQT:
+            raise RuntimeError(NOT_PYTHONQT)
+        self.parent = parent if parent is not None else _moduleWidgetParent()
+        self.layout = self.parent.layout()
 
     def setup(self) -> None:
         pass
@@ -847,23 +789,24 @@ class ScriptedLoadableModuleWidget:
 
 
 class ScriptedLoadableModuleLogic:
-    _singletons: dict[str, vtkMRMLScriptedModuleNode] = {}
-
     def __init__(self, parent: Any = None) -> None:
         self.moduleName = type(self).__name__.replace("Logic", "")
 
     def getParameterNode(self) -> vtkMRMLScriptedModuleNode:
+        """The scene's singleton node of this module (a closed scene has none: a new one is made)."""
         _record("ScriptedLoadableModuleLogic", "getParameterNode")
-        node = self._singletons.get(self.moduleName)
+        scene = slicer.mrmlScene
+        node = next((n for n in scene._nodes if isinstance(n, vtkMRMLScriptedModuleNode)
+                     and n._singletonTag == self.moduleName), None)
         if node is None:
-            node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScriptedModuleNode", self.moduleName)
-            self._singletons[self.moduleName] = node
+            node = scene.AddNewNodeByClass("vtkMRMLScriptedModuleNode", self.moduleName)
+            node._singletonTag = self.moduleName
         return node
 
 
 class ScriptedLoadableModuleTest(unittest.TestCase):
     def delayDisplay(self, message: str, msec: int = 1000) -> None:
-        pass
+        ModuleState.displayed.append(message)
 
 
 class VTKObservationMixin:
@@ -990,6 +933,7 @@ class ModuleState:
     selected: list[str] = []
     segmentEditor = _SegmentEditorModuleWidget()
     pipInstalled: list[Any] = []
+    displayed: list[str] = []  # ScriptedLoadableModuleTest.delayDisplay messages
 
 
 def _selectModule(name: str) -> None:
@@ -1047,7 +991,7 @@ def _exit(status: int = 0) -> None:
 # ================================================================ install / remove ==============
 slicer: Any = None
 MODULE_NAMES = ("slicer", "slicer.util", "slicer.i18n", "slicer.parameterNodeWrapper",
-                "slicer.ScriptedLoadableModule", "qt", "ctk", "vtk")
+                "slicer.ScriptedLoadableModule", "ctk", "vtk")  # qt: the real PythonQt module
 
 
 def build(slicerVersion: tuple = (5, 10)) -> dict[str, StrictModule]:
@@ -1056,8 +1000,8 @@ def build(slicerVersion: tuple = (5, 10)) -> dict[str, StrictModule]:
     RECORD.clear()
     Dialogs.shown, Dialogs.confirmAnswer = [], True
     ModuleState.selected, ModuleState.segmentEditor, ModuleState.pipInstalled = [], _SegmentEditorModuleWidget(), []
-    QTimer._queue = []
-    ScriptedLoadableModuleLogic._singletons = {}
+    ModuleState.displayed = []
+    LIVE_WIDGETS.clear()
     SEGMENT_CLASS[0] = vtkSegment if slicerVersion >= (5, 10) else vtkSegment58
     util = _module(
         "slicer.util", arrayFromVolume=_arrayFromVolume, arrayFromVTKMatrix=_arrayFromVTKMatrix,
@@ -1082,9 +1026,10 @@ def build(slicerVersion: tuple = (5, 10)) -> dict[str, StrictModule]:
                      vtkMRMLScalarVolumeNode=vtkMRMLScalarVolumeNode,
                      vtkMRMLSegmentationNode=vtkMRMLSegmentationNode)
     slicer.__path__ = []  # a package, so ``from slicer.util import ...`` works
-    qt = _module("qt", QTimer=QTimer, QApplication=QApplication)
+    if not PYTHONQT:
+        raise RuntimeError(NOT_PYTHONQT)
     ctk = _module("ctk")
     vtk = _module("vtk", vtkMatrix4x4=vtkMatrix4x4, vtkCommand=vtkCommand)
     return {"slicer": slicer, "slicer.util": util, "slicer.i18n": i18n,
             "slicer.parameterNodeWrapper": pnw, "slicer.ScriptedLoadableModule": slm,
-            "qt": qt, "ctk": ctk, "vtk": vtk}
+            "ctk": ctk, "vtk": vtk}

@@ -115,5 +115,44 @@ def test_environment_helpers(helpers_path, tmp_path):
     assert environment.gpuDescription({"torch": None}) == "PyTorch is not installed"
     assert environment.diagnosticsText({"a": 1}, {"b": 2}) == "a: 1\nb: 2"
     installer = environment.DependencyInstaller(requirements, confirm=lambda text: True)
-    assert installer.plan(torchPresent=False)[0].startswith("torch>=2.1")
-    assert installer.plan(torchPresent=True) == ["not-installed-pkg-xyz==1"]
+    assert installer.plan(hasTorch=False)[0].startswith("torch>=2.1")
+    assert installer.plan(hasTorch=True) == ["not-installed-pkg-xyz==1"]
+
+
+def test_info_output_json_is_found_among_other_lines(helpers_path):
+    """`info --json` may share its stream with warnings (merged stderr): only the JSON is parsed."""
+    from SegDeepHelpers import environment
+
+    info = {"segdeeplib": "0.1.0", "crf_backends": {"cpp": {"state": "built"}}}
+    pretty = json.dumps(info, indent=2).splitlines()
+    lines = ["UserWarning: ninja not found", *pretty, "", "done"]
+    assert environment.parseInfoOutput(lines) == (info, ["UserWarning: ninja not found", "done"])
+    assert environment.parseInfoOutput([json.dumps(info)]) == (info, [])
+    assert environment.parseInfoOutput(["{not json", "Traceback"]) == ({}, ["{not json", "Traceback"])
+    assert environment.parseInfoOutput(['{"event": "log"}']) == ({}, ['{"event": "log"}'])
+
+
+def test_crf_backend_states_in_every_shape(helpers_path):
+    from SegDeepHelpers.environment import crfBackendsText
+
+    assert crfBackendsText({"cpp": {"state": "buildable", "reason": "needs a compiler: found g++"},
+                            "cuda": {"state": "unavailable", "reason": "no CUDA device"},
+                            "torch": "built"}) == (
+        "cpp: buildable (needs a compiler: found g++); cuda: unavailable (no CUDA device); torch: built")
+    assert crfBackendsText([{"name": "cpp", "available": False, "reason": "no ninja"}, "torch"]) == (
+        "cpp: unavailable (no ninja); torch: available")
+    assert crfBackendsText(["cpp", "torch"]) == "cpp: available; torch: available"
+    assert crfBackendsText(None) == "unknown" and crfBackendsText([]) == "none"
+
+
+def test_overall_progress_is_monotonic_over_stages(helpers_path):
+    from SegDeepHelpers.jobs import OverallProgress
+
+    progress = OverallProgress(["preprocess", "tiles", "crf", "postprocess", "write"])
+    events = [("crf-build", 0.0), ("crf-build", 1.0), ("preprocess", 0.0),
+              ("preprocess", 1.0), *[("tiles", i / 4) for i in range(5)], ("crf", 0.5), ("crf", 1.0),
+              ("preprocess", 0.0), ("tiles", 0.5), ("write", 1.0)]  # a cascade's 2nd pass, postprocess skipped
+    values = [progress.update(stage, fraction) for stage, fraction in events]
+    assert values == sorted(values) and 0 == values[0] and values[-1] < 1
+    assert values[8] > values[4] + 0.3  # the tiles weigh most
+    assert progress.finish() == 1.0

@@ -167,12 +167,14 @@ def test_non_blocking_with_callbacks_and_cancel(scene, monkeypatch):
     job = logic.segment(volume, "fake-abdomen", waitForCompletion=False, onProgress=progress.append,
                         onFinished=finished.append, onState=states.append)
     assert logic.isRunning and job.state == "running"
-    standin.runEventLoop(lambda: bool(progress))
+    standin.runEventLoop(lambda: any(e["stage"] == "tiles" for e in progress))
     logic.cancel()
     standin.runEventLoop(lambda: bool(finished))
     assert finished[0].state == "cancelled" and finished[0].returncode == 130
     assert states[:2] == ["starting", "running"] and states[-1] == "cancelled"
-    assert progress[0]["stage"] == "tiles" and 0 < progress[0]["fraction"] <= 1
+    assert [e["stage"] for e in progress][:2] == ["preprocess", "preprocess"]
+    tiles = [e for e in progress if e["stage"] == "tiles"]
+    assert 0 < tiles[0]["fraction"] <= 1 and len(tiles) < 5  # stopped before the last tile
     assert segdeep_temp_dirs() == before and not logic.isRunning
 
 

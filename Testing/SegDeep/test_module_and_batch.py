@@ -56,6 +56,26 @@ def test_slicer_self_test_runs(standin, tmp_path, monkeypatch):
     assert len(nodes) == 1 and nodes[0].GetSegmentation().GetNumberOfSegments() >= 1
 
 
+def test_slicer_self_test_skips_with_a_message_without_pytorch(standin, tmp_path, monkeypatch):
+    """Without PyTorch (found from package metadata, never imported) the self-test does not fail."""
+    from SegDeepHelpers import catalogue, environment, logic
+
+    import SegDeep
+
+    monkeypatch.setenv("SEGDEEP_MODELS_DIR", str(tmp_path / "no-user-models"))
+    path = write_catalogue(tmp_path / "catalogue.json")
+    real = catalogue.loadCatalogue
+    monkeypatch.setattr(catalogue, "loadCatalogue", lambda p=None: real(path))
+    monkeypatch.setenv("FAKE_FAIL", "No module named 'torch'")  # what a run would hit
+    monkeypatch.setattr(logic, "findPythonSlicer", lambda: fake_python(tmp_path))
+    version = environment.installedVersion
+    monkeypatch.setattr(environment, "installedVersion", lambda n: None if n == "torch" else version(n))
+    SegDeep.SegDeepTest().runTest()
+    assert standin.ModuleState.displayed == [
+        "SegDeep self-test skipped: PyTorch is not installed (install it from SegDeep's Environment "
+        "section or the PyTorch extension)"]
+
+
 def _load_batch_script(helpers_path):
     spec = importlib.util.spec_from_file_location("segdeep_batch", helpers_path / "Scripts" / "segdeep_batch.py")
     module = importlib.util.module_from_spec(spec)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -143,3 +145,110 @@ def test_cli_arguments_from_options(helpers_path):
         SegmentOptions(crf=False, crfParams={"w1": 1.0}).cliArguments()
     with pytest.raises(ValueError, match="unknown CRF parameter"):
         SegmentOptions(crf=True, crfParams={"alpha": 1.0}).cliArguments()
+
+
+# ---- issue 11: no GUI freeze on cancel, no orphan after a crash, no console window on Windows ------
+def test_cancel_returns_at_once_and_a_child_ignoring_sigterm_is_killed_later(process_module):
+    """Cancel (button, scene close, cleanup) must not block the GUI: it used to wait up to 3 s."""
+    runner = process_module.ProcessRunner(["sh", "-c", "trap '' TERM; echo started; sleep 60"])
+    lines = []
+    runner.onEvent = lambda e: lines.append(e["message"])
+    runner.start()
+    deadline = time.monotonic() + 30
+    while not lines and time.monotonic() < deadline:
+        runner.poll()
+        time.sleep(0.01)
+    started = time.monotonic()
+    runner.cancel()
+    assert time.monotonic() - started < 0.5
+    assert runner.poll() and _alive(runner.process.pid)  # still there: SIGTERM is ignored
+    assert runner.wait(timeout=30) == process_module.EXIT_CANCELLED
+    assert process_module.KILL_GRACE_S - 0.5 < time.monotonic() - started < 15
+
+
+def test_a_child_stops_when_slicer_dies_and_its_temp_folder_goes(helpers_path, tmp_path):
+    """Kill -9 the 'Slicer' process mid-run: the child sees its stdin close and stops, removing
+    the job folder (it used to run on, its folder left behind)."""
+    import signal
+    import subprocess
+
+    parent = tmp_path / "slicer.py"
+    parent.write_text(f"""
+import sys, time
+sys.path[:0] = [{str(helpers_path)!r}, {str(helpers_path.parent)!r}]
+from SegDeepHelpers import jobs
+from Testing.SegDeep.helpers import oblique_ijk_to_ras, phantom_array
+job = jobs.SegmentationJob({fake_python(tmp_path)!r})
+job.start(phantom_array(), oblique_ijk_to_ras(), "fake-abdomen", jobs.SegmentOptions(), lambda code: None)
+print(job.tempDir, flush=True)
+time.sleep(120)
+""")
+    env = {**os.environ, "FAKE_SLEEP": "30", "FAKE_PID_FILE": str(tmp_path / "pid"), "TMPDIR": str(tmp_path)}
+    slicer = subprocess.Popen([sys.executable, str(parent)], stdout=subprocess.PIPE, text=True, env=env)
+    folder = slicer.stdout.readline().strip()
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "pid").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child = int((tmp_path / "pid").read_text())
+    assert _alive(child) and os.path.isdir(folder) and folder.startswith(str(tmp_path))
+    slicer.send_signal(signal.SIGKILL)
+    slicer.wait()
+    deadline = time.monotonic() + 20
+    while (_alive(child) or os.path.isdir(folder)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(child), "the child outlived its Slicer"
+    assert not os.path.isdir(folder), "the job folder outlived its Slicer"
+
+
+def test_stale_job_folders_of_a_dead_slicer_are_swept(process_module, tmp_path, monkeypatch):
+    import subprocess
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale, mine, unknown = (tmp_path / f"SegDeep-{n}" for n in ("stale", "mine", "unknown"))
+    for folder, owner in ((stale, dead.pid), (mine, os.getpid())):
+        folder.mkdir()
+        (folder / "owner.pid").write_text(str(owner))
+    unknown.mkdir()  # no owner recorded: left alone
+    assert process_module.sweepStaleJobDirs() == [str(stale)]
+    assert not stale.exists() and mine.exists() and unknown.exists()
+    fresh = Path(process_module.makeJobDir())
+    assert fresh.parent == tmp_path and (fresh / "owner.pid").read_text() == str(os.getpid())
+
+
+def test_no_console_window_on_windows(process_module, monkeypatch):
+    """Every child (runs, the info check, taskkill on cancel) gets CREATE_NO_WINDOW and a hidden
+    STARTUPINFO, as slicer.util.launchConsoleProcess sets."""
+    import subprocess
+
+    class StartupInfo:
+        def __init__(self):
+            self.dwFlags, self.wShowWindow = 0, 1
+
+    monkeypatch.setattr(process_module, "IS_WINDOWS", True)
+    monkeypatch.setattr(subprocess, "STARTUPINFO", StartupInfo, raising=False)
+    monkeypatch.setattr(subprocess, "STARTF_USESHOWWINDOW", 1, raising=False)
+    calls = []
+
+    class Popen:
+        def __init__(self, args, **kwargs):
+            calls.append(("Popen", kwargs))
+            self.pid, self.stdout, self.stdin = 4242, io.StringIO(""), None
+
+        def poll(self):
+            return None
+
+    monkeypatch.setattr(subprocess, "Popen", Popen)
+    monkeypatch.setattr(subprocess, "run", lambda args, **kwargs: calls.append((args[0], kwargs)))
+    runner = process_module.ProcessRunner(["python", "-m", "SegDeepLib", "info", "--json"])
+    runner.start()
+    runner.cancel()
+    assert [name for name, _ in calls] == ["Popen", "taskkill"]
+    for _name, kwargs in calls:
+        assert kwargs["creationflags"] & process_module.CREATE_NO_WINDOW
+        info = kwargs["startupinfo"]
+        assert info.dwFlags & 1 and info.wShowWindow == 0  # STARTF_USESHOWWINDOW, SW_HIDE
+    assert calls[0][1]["creationflags"] & process_module.CREATE_NEW_PROCESS_GROUP
+    assert "start_new_session" not in calls[0][1]
