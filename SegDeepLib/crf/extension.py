@@ -27,7 +27,10 @@ LOG = logging.getLogger(__name__)
 CSRC = Path(__file__).resolve().parent / "csrc"
 CPU_SOURCES = ("crf_cpu.cpp",)
 CUDA_SOURCES = ("crf_cuda.cpp", "crf_kernels.cu")
-HEADERS = {"cpu": ("block_cache.h",), "cuda": ("crf_kernels.h",)}  # part of the build key
+# The CUDA kernels built for the host by g++ alone: the "cuda_emulated" backend (CI, no GPU).
+EMULATED_SOURCES = ("crf_emulated.cpp", "crf_kernels_host.cpp")
+_KERNEL_HEADERS = ("crf_kernels.h", "crf_kernel_bodies.h", "crf_binding.h")
+HEADERS = {"cpu": ("block_cache.h",), "cuda": _KERNEL_HEADERS, "emulated": _KERNEL_HEADERS}
 _LOADED: dict[str, ModuleType | None] = {}
 _ERRORS: dict[str, str] = {}
 
@@ -71,7 +74,7 @@ def _remove_stale_lock(build_dir: Path) -> None:
 def _compile(kind: str) -> ModuleType:
     from torch.utils.cpp_extension import load
 
-    sources = CPU_SOURCES if kind == "cpu" else CUDA_SOURCES
+    sources = {"cpu": CPU_SOURCES, "cuda": CUDA_SOURCES, "emulated": EMULATED_SOURCES}[kind]
     name, build_dir = _build_dir(kind, sources + HEADERS[kind])
     build_dir.mkdir(parents=True, exist_ok=True)
     _remove_stale_lock(build_dir)
@@ -90,7 +93,7 @@ def _compile(kind: str) -> ModuleType:
 
 
 def load_extension(kind: str) -> ModuleType | None:
-    """The compiled ``kind`` ("cpu" or "cuda") extension, or None (with one warning) on failure."""
+    """The compiled ``kind`` ("cpu", "cuda" or "emulated") extension, or None (with one warning) on failure."""
     if kind in _LOADED:
         return _LOADED[kind]
     module = None

@@ -229,7 +229,7 @@ def test_cpp_grid_build_is_the_feature_build(shape, spacing, theta_beta):
     grid = ext.build_lattice_grid(img, [s / 4.0 for s in spacing], theta_beta, torch.float32)
     for a, b in zip(dense, grid):
         assert a.dtype == b.dtype and torch.equal(a, b)
-    lat = backends._grid_lattice_cpp(img, spacing, 4.0, theta_beta, torch.float32)
+    lat = backends.get_backend("cpp")._grid_lattice(img, spacing, 4.0, theta_beta, torch.float32)
     assert torch.equal(lat.index, dense[0]) and lat.num_vertices == dense[2].shape[2]
 
 
