@@ -140,27 +140,12 @@ def test_crfrnn_gradcheck(labels, shape):
         return crf(lg, feats, spacing)
 
     inputs = tuple(t.clone().requires_grad_() for t in (logits, w1, w2, mu))
-    assert torch.autograd.gradcheck(fn, inputs, fast_mode=labels > 4)
+    assert torch.autograd.gradcheck(fn, inputs, fast_mode=labels > 2)
 
 
-def test_mean_field_close_to_exact_on_real_crop():
-    hu, mask = helpers.real_crop()
-    p = helpers.noisy_probabilities(mask)
-    probs = torch.from_numpy(p)[None]
-    probs = torch.cat([1 - probs, probs]).double()
-    common = dict(num_iterations=5, **helpers.SETTING_A)
-    img = torch.from_numpy(hu)[None]
-    from SegDeepLib.crf import crf_refine
-
-    q = crf_refine(probs, img, helpers.SPACING, backend=EMU, **common).reshape(2, -1)
-    a = helpers.SETTING_A
-    pos = helpers.positions(hu.shape, helpers.SPACING)
-    inten = torch.from_numpy(hu).double().reshape(-1, 1)
-    feats_b = torch.cat([pos / a["theta_alpha"], inten / a["theta_beta"]], 1)
-    logp = torch.log(probs.reshape(2, -1))
-    ref = helpers.exact_mean_field(logp, feats_b, pos / a["theta_gamma"], a["w1"], a["w2"], 5)
-    assert (q - ref).abs().mean() <= 0.003
-    assert (q.argmax(0) != ref.argmax(0)).double().mean() <= 0.002
+# The mean field against the exact one on the real crop, and robustness (extreme inputs,
+# non-contiguous inputs, aspect ratio, the buffer-reusing inference loop): test_crfrnn.py runs
+# those for every lattice backend, cuda_emulated included (LATTICE_BACKENDS).
 
 
 # --- deterministic mode -----------------------------------------------------------------------
