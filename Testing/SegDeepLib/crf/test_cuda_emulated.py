@@ -301,3 +301,41 @@ def test_kernel_backends_never_build_the_full_feature_array(monkeypatch):
     filt = backends.image_appearance_filter(EMU, img, (1, 1, 1), 2.0, [15.0], torch.float64)
     q = torch.rand(3, img[0].numel(), dtype=torch.float64)
     assert torch.allclose(filt.forward(q), ref.forward(q), rtol=1e-12, atol=1e-14)
+
+
+# --- one source for both builds ---------------------------------------------------------------
+
+
+def test_host_build_compiles_with_a_plain_cpp_compiler(tmp_path):
+    """The host kernels need no CUDA and no torch: g++ alone builds the C interface of the .cu,
+    and both builds take their kernel bodies from the one shared header."""
+    import shutil
+    import subprocess
+
+    from SegDeepLib.crf.extension import CSRC
+
+    cxx = shutil.which("g++") or shutil.which("c++")
+    if cxx is None:
+        pytest.skip("no C++ compiler")
+    host, cuda = (CSRC / "crf_kernels_host.cpp").read_text(), (CSRC / "crf_kernels.cu").read_text()
+    for text in (host, cuda):
+        assert '#include "crf_kernel_bodies.h"' in text
+        assert "lattice_filter_steps<" in text and "band_pass_steps<" in text
+        assert "atomicAdd" not in text and "#include <torch" not in text
+    obj = tmp_path / "host.o"
+    cmd = [cxx, "-std=c++17", "-O1", "-Wall", "-Wextra", "-Werror", "-c"]
+    proc = subprocess.run(
+        [*cmd, str(CSRC / "crf_kernels_host.cpp"), "-o", str(obj)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    symbols = subprocess.run(["nm", str(obj)], capture_output=True, text=True, check=False).stdout
+    for name in (
+        "segdeep_lattice_filter_f32",
+        "segdeep_lattice_filter_f64",
+        "segdeep_band_pass_f32",
+    ):
+        assert f" T {name}" in symbols, name
