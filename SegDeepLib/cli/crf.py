@@ -2,6 +2,7 @@
 
     segdeep crf PROBS IMAGE -o OUT [--theta-alpha MM] [--theta-beta HU] [--theta-gamma MM]
                                    [--w1 W] [--w2 W] [--iterations T] [--backend auto|...]
+                                   [--device auto|cpu|cuda]
                                    [--probabilities-out FILE.npy] [--overwrite]
     segdeep crf --build-extension
 
@@ -37,6 +38,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--w2", type=float, default=3.0, help="smoothness kernel weight")
     parser.add_argument("--iterations", type=int, default=5, help="mean-field iterations")
     parser.add_argument("--backend", default="auto", help="auto | exact | torch | cpp | cuda")
+    parser.add_argument(
+        "--device", default="auto", help="auto (GPU when usable), cpu or cuda: where the CRF runs"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     parser.add_argument(
         "--build-extension", action="store_true", help="build the C++/CUDA extensions and exit"
@@ -82,18 +86,44 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not (args.probabilities and args.image and args.output):
         raise SegDeepError("segdeep crf: needs PROBS IMAGE -o OUT (see segdeep crf --help)")
-    from SegDeepLib.crf import crf_refine
+    from SegDeepLib.inference.device import run_or_cpu, select_device
     from SegDeepLib.io import read_image, require_3d
+    from SegDeepLib.progress import TextReporter
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    progress = TextReporter()
+    device = select_device(_device_for(args), progress)
     image = require_3d(read_image(args.image), args.image)
     probs = read_probabilities(Path(args.probabilities), image)
     volume = sitk.GetArrayFromImage(image).astype(np.float32)
-    spacing_zyx = tuple(reversed(image.GetSpacing()))
+    refined = run_or_cpu(
+        lambda dev: _refine(args, probs, volume, image, dev), device, progress, "CRF"
+    )
+    _write_outputs(args, refined, image)
+    return 0
+
+
+def _device_for(args: argparse.Namespace) -> str:
+    """The requested device; ``auto`` with a backend that takes CPU tensors only is the CPU."""
+    if args.device == "auto" and args.backend != "auto":
+        from SegDeepLib.crf.backends import get_backend
+
+        return get_backend(args.backend).device_type or "auto"
+    return args.device
+
+
+def _refine(
+    args: argparse.Namespace, probs: np.ndarray, volume: np.ndarray, image, device
+) -> np.ndarray:
+    """The CRF on ``device`` (the probabilities and the image moved there), back as NumPy."""
+    import torch
+
+    from SegDeepLib.crf import crf_refine
+
     refined = crf_refine(
-        probs,
-        volume[None],
-        spacing_zyx,
+        torch.from_numpy(probs).to(device),
+        torch.from_numpy(volume[None]).to(device),
+        tuple(reversed(image.GetSpacing())),
         theta_alpha=args.theta_alpha,
         theta_beta=args.theta_beta,
         theta_gamma=args.theta_gamma,
@@ -101,9 +131,8 @@ def run(args: argparse.Namespace) -> int:
         w2=args.w2,
         num_iterations=args.iterations,
         backend=args.backend,
-    ).numpy()
-    _write_outputs(args, refined, image)
-    return 0
+    )
+    return refined.cpu().numpy()
 
 
 def _save_npy(path: Path, array: np.ndarray, overwrite: bool) -> None:

@@ -88,19 +88,32 @@ def _check_cpu(module: ModuleType) -> None:
 
 
 def _check_cuda(module: ModuleType) -> None:
-    selfcheck.check_lattice_module(module, torch.device("cuda", torch.cuda.current_device()), False)
+    device = torch.device("cuda", torch.cuda.current_device())
+    selfcheck.check_lattice_module(module, device, False, kernels=True)
+
+
+def _check_emulated(module: ModuleType) -> None:
+    selfcheck.check_lattice_module(module, torch.device("cpu"), False, kernels=True)
+
+
+# the CUDA kernels' bodies (crf_kernel_bodies.h) and their torch binding, shared by "cuda" and by
+# its host build "emulated" (the cuda_emulated backend: the GPU's code, run in CI without a GPU)
+_KERNEL_HEADERS = ("crf_kernels.h", "crf_kernel_bodies.h", "crf_binding.h")
 
 
 KINDS: dict[str, ExtensionKind] = {
     "cpu": ExtensionKind(("crf_cpu.cpp",), ("block_cache.h",), check=_check_cpu),
     "cuda": ExtensionKind(
         ("crf_cuda.cpp", "crf_kernels.cu"),
-        ("crf_kernels.h",),
+        _KERNEL_HEADERS,
         cuda_cflags=("-O3",),
         nvcc=True,
         gpu=True,
         estimate_s=120.0,
         check=_check_cuda,
+    ),
+    "emulated": ExtensionKind(
+        ("crf_emulated.cpp", "crf_kernels_host.cpp"), _KERNEL_HEADERS, check=_check_emulated
     ),
 }
 

@@ -110,6 +110,56 @@ class ExtensionLatticeFilter(TorchLatticeFilter):
         return super().adjoint(grads)
 
 
+class KernelLatticeFilter(TorchLatticeFilter):
+    """Lattice filtered by the CUDA kernels (``cuda``) or their host build (``cuda_emulated``).
+
+    The tables are made int64 and checked once (every id in range: a kernel would read out of
+    bounds otherwise). Under ``torch.use_deterministic_algorithms(True)`` the splat is the sorted
+    segmented reduction (a stable argsort of the index, made once): bit-identical run to run,
+    where the default float atomics sum in the order the hardware runs the threads.
+    """
+
+    def __init__(self, lat: lattice.Lattice, dtype: torch.dtype, module) -> None:
+        self.module = module
+        self._order: tuple[torch.Tensor, torch.Tensor] | None = None
+        index, neighbors = lat.index.long(), lat.neighbors.long()  # no copy when int64
+        _check_ids(index, neighbors, lat.num_vertices)
+        super().__init__(lattice.Lattice(index, lat.weight, neighbors, lat.num_vertices), dtype)
+
+    def splat_order(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(order, starts): the (point, vertex) pairs sorted by vertex, stable, and where each
+        vertex's run starts (M + 1 entries)."""
+        if self._order is None:
+            keys, order = torch.sort(self.lat.index.reshape(-1), stable=True)
+            verts = torch.arange(self.lat.num_vertices + 1, device=keys.device)
+            self._order = (order, torch.searchsorted(keys, verts))
+        return self._order
+
+    def _raw(self, values: torch.Tensor, reverse: bool) -> torch.Tensor:
+        extra = {}
+        if torch.are_deterministic_algorithms_enabled():
+            extra = dict(zip(("splat_order", "splat_starts"), self.splat_order()))
+        lat = self.lat
+        return self.module.lattice_filter(
+            lat.index, lat.weight, lat.neighbors, values, reverse, **extra
+        )
+
+    def forward_into(self, values: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        return self.forward(values)
+
+
+def _check_ids(index: torch.Tensor, neighbors: torch.Tensor, m: int) -> None:
+    """Raise unless 0 <= index < m and 0 <= neighbors <= m (m: the always-zero vertex)."""
+    for name, ids, top in (("index", index, m - 1), ("neighbors", neighbors, m)):
+        if ids.numel() == 0:
+            continue
+        lo, hi = torch.aminmax(ids)
+        if int(lo) < 0 or int(hi) > top:
+            raise ValueError(
+                f"CRF lattice: {name} ids in [{int(lo)}, {int(hi)}], outside [0, {top}]"
+            )
+
+
 class SeparableFilter(MessageFilter):
     """Separable row-normalised Gaussian on a grid of ``shape`` (PyTorch matrices per axis)."""
 

@@ -24,10 +24,13 @@ class SelfCheckError(RuntimeError):
     """The extension gives results other than the PyTorch backend's (or fails to run)."""
 
 
-def check_lattice_module(module: ModuleType, device: torch.device, fused: bool) -> None:
-    """Compare ``module``'s lattice and separable filters with PyTorch's on a tiny case."""
+def check_lattice_module(
+    module: ModuleType, device: torch.device, fused: bool, kernels: bool = False
+) -> None:
+    """Compare ``module``'s lattice and separable filters with PyTorch's on a tiny case
+    (``kernels``: the binding of the CUDA kernel bodies, ``cuda`` and its host build)."""
     try:
-        _compare(module, device, fused)
+        _compare(module, device, fused, kernels)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
     except SelfCheckError:
@@ -37,14 +40,18 @@ def check_lattice_module(module: ModuleType, device: torch.device, fused: bool) 
         raise SelfCheckError(f"self-check failed: {first[:160]}") from exc
 
 
-def _compare(module: ModuleType, device: torch.device, fused: bool) -> None:
+def _compare(module: ModuleType, device: torch.device, fused: bool, kernels: bool) -> None:
     gen = torch.Generator().manual_seed(0)
     n = SHAPE[0] * SHAPE[1] * SHAPE[2]
     feats = (torch.rand(n, 4, generator=gen, dtype=torch.float64) * 3).to(device)
     values = torch.rand(LABELS, n, generator=gen, dtype=torch.float64).to(device)
     dtype = torch.float64
     ref = filters.TorchLatticeFilter(lattice.build_lattice(feats, dtype), dtype)
-    ext = filters.ExtensionLatticeFilter(lattice.build_lattice(feats, dtype), dtype, module, fused)
+    lat = lattice.build_lattice(feats, dtype)
+    if kernels:
+        ext = filters.KernelLatticeFilter(lat, dtype, module)
+    else:
+        ext = filters.ExtensionLatticeFilter(lat, dtype, module, fused)
     _same("lattice forward", ext.forward(values), ref.forward(values))
     _same("lattice adjoint", ext.adjoint(values), ref.adjoint(values))
     bands = separable.smoothness_bands(SHAPE, 1.5, (1.0, 1.0, 1.0), dtype)

@@ -117,6 +117,23 @@ def run_with_fallback(
     return work(original, torch.device("cpu"))
 
 
+def run_or_cpu(
+    work: Callable[[torch.device], T],
+    device: torch.device,
+    progress: ProgressCallback | None = None,
+    what: str = "work",
+) -> T:
+    """``work(device)``; on an out-of-memory error on a GPU, once more on the CPU (reported)."""
+    try:
+        return work(device)
+    except Exception as exc:
+        if device.type == "cpu" or not is_oom(exc):
+            raise
+    _free(device)  # outside the handler: the traceback no longer holds the GPU tensors
+    log(progress, f"out of memory on {device} in the {what}; continuing on the CPU", "warning")
+    return work(torch.device("cpu"))
+
+
 def _free(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.empty_cache()

@@ -28,7 +28,7 @@ import SimpleITK as sitk
 import torch
 
 from SegDeepLib.errors import SegDeepError
-from SegDeepLib.inference.device import run_with_fallback, select_device
+from SegDeepLib.inference.device import run_or_cpu, run_with_fallback, select_device
 from SegDeepLib.inference.postprocess import postprocess
 from SegDeepLib.inference.settings import fast_preprocessing, inference_settings
 from SegDeepLib.inference.slices import predict_slices
@@ -342,7 +342,12 @@ class _Run:
                 features = torch.from_numpy(pre.array)
             else:
                 features = torch.from_numpy(intensities_on_network_grid(image, pre))[None]
-            return crf_refine(probs, features, pre.spacing_zyx, **params).float().cpu()
+
+            def refine(device: torch.device) -> torch.Tensor:  # on the run's device (GPU)
+                moved = probs.to(device), features.to(device)
+                return crf_refine(*moved, pre.spacing_zyx, **params).float().cpu()
+
+            return run_or_cpu(refine, self.device, self.progress, "CRF")
 
         return self._timed("crf", work)
 

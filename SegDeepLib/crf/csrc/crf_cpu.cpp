@@ -33,6 +33,8 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cstdlib>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -621,18 +623,39 @@ std::vector<torch::Tensor> build_lattice_grid(torch::Tensor image, std::vector<d
 namespace {
 
 // Splat: each thread adds its points into its own (m+1, c) buffer; the buffers are then summed.
+// Those private copies cost (threads - 1) * (m + 1) * c values (26 GB with 64 threads, 14 labels
+// and 8 M vertices), so they are capped by a budget in bytes (splat_budget): when only k <
+// threads - 1 copies fit, the points are cut into k + 1 contiguous slabs, each added by one task
+// into its own buffer (k = 0: one pass into the result, no copy). Same sums, grouped differently.
+std::atomic<int64_t> g_splat_budget{-1};  // bytes; -1: SEGDEEP_CRF_SPLAT_MB or kSplatBudget
+std::atomic<int64_t> g_last_copies{0};    // private copies the last splat used (tests)
+constexpr int64_t kSplatBudget = int64_t(1) << 30;
+
+int64_t splat_budget() {
+  const int64_t set = g_splat_budget.load();
+  if (set >= 0) return set;
+  const char* env = std::getenv("SEGDEEP_CRF_SPLAT_MB");
+  if (env != nullptr && *env != '\0') {
+    char* end = nullptr;
+    const double mb = std::strtod(env, &end);
+    if (end != env && std::isfinite(mb) && mb >= 0) return static_cast<int64_t>(mb * 1048576.0);
+  }
+  return kSplatBudget;
+}
+
 template <typename T, typename IT, int DP>
 void splat_impl(const IT* idx, const T* w, const T* vals, const T* div, int64_t n, int dp,
                 int64_t c, int64_t m, T* lat) {
   const int D = DP > 0 ? DP : dp;
   const int nthreads = at::get_num_threads();
   const int64_t len = (m + 1) * c;
-  Buffer<T> buffers(static_cast<size_t>(std::max(0, nthreads - 1)) * len);
+  const int64_t fit = splat_budget() / std::max<int64_t>(1, len * static_cast<int64_t>(sizeof(T)));
+  const int copies = static_cast<int>(std::min<int64_t>(std::max(0, nthreads - 1), fit));
+  g_last_copies.store(copies);
+  Buffer<T> buffers(static_cast<size_t>(copies) * len);
   std::fill(buffers.data(), buffers.data() + buffers.size(), T(0));
   std::fill(lat, lat + len, T(0));
-  at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
-    const int tid = at::get_thread_num();
-    T* buf = tid == 0 ? lat : buffers.data() + static_cast<size_t>(tid - 1) * len;
+  auto add_points = [&](int64_t b, int64_t e, T* buf) {
     if (c == 1) {
       for (int64_t i = b; i < e; ++i) {
         const T x = div ? vals[i] / div[i] : vals[i];
@@ -651,10 +674,23 @@ void splat_impl(const IT* idx, const T* w, const T* vals, const T* div, int64_t 
         }
       }
     }
-  });
-  if (nthreads > 1) {
+  };
+  auto buffer_of = [&](int64_t k) {
+    return k == 0 ? lat : buffers.data() + static_cast<size_t>(k - 1) * len;
+  };
+  if (copies == nthreads - 1) {
+    at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
+      add_points(b, e, buffer_of(at::get_thread_num()));
+    });
+  } else {
+    const int64_t slabs = copies + 1;
+    at::parallel_for(0, slabs, 1, [&](int64_t sb, int64_t se) {
+      for (int64_t k = sb; k < se; ++k) add_points(n * k / slabs, n * (k + 1) / slabs, buffer_of(k));
+    });
+  }
+  if (copies > 0) {
     at::parallel_for(0, len, kGrain, [&](int64_t b, int64_t e) {
-      for (int t = 0; t < nthreads - 1; ++t) {
+      for (int t = 0; t < copies; ++t) {
         const T* src = buffers.data() + static_cast<size_t>(t) * len;
         for (int64_t p = b; p < e; ++p) lat[p] += src[p];
       }
@@ -946,6 +982,15 @@ void cache_set_limit(int64_t bytes) {
 
 void cache_release() { segdeep::BlockCache::instance().release_all(); }
 
+void set_splat_budget(int64_t bytes) { g_splat_budget.store(bytes < 0 ? -1 : bytes); }
+
+py::dict splat_info() {
+  py::dict out;
+  out["budget_bytes"] = splat_budget();
+  out["last_copies"] = g_last_copies.load();
+  return out;
+}
+
 void cache_set_debug(bool poison, int64_t min_block) {
   TORCH_CHECK(min_block >= 0, "min_block must be >= 0 bytes");
   segdeep::BlockCache::instance().set_debug(poison, static_cast<size_t>(min_block));
@@ -973,6 +1018,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("cache_set_limit", &cache_set_limit, "most bytes the cache keeps (0: keep none)",
         py::arg("bytes"));
   m.def("cache_release", &cache_release, "free every block the cache keeps");
+  m.def("set_splat_budget", &set_splat_budget,
+        "most bytes of per-thread splat copies (-1: SEGDEEP_CRF_SPLAT_MB, else 1 GiB)",
+        py::arg("bytes"));
+  m.def("splat_info", &splat_info, "splat budget in bytes and the copies the last splat used");
   m.def("cache_set_debug", &cache_set_debug,
         "tests: fill blocks with 0xff bytes when handed out; cache blocks from min_block bytes",
         py::arg("poison"), py::arg("min_block") = static_cast<int64_t>(segdeep::kCachedMin));

@@ -10,7 +10,7 @@ from SegDeepLib.crf import CRFRNN, available_backends, crf_refine
 from SegDeepLib.errors import SegDeepError
 from Testing.SegDeepLib.crf import helpers
 
-LATTICE_BACKENDS = [b for b in available_backends() if b in ("torch", "cpp")]
+LATTICE_BACKENDS = [b for b in available_backends() if b in ("torch", "cpp", "cuda_emulated")]
 
 
 @pytest.fixture(scope="module")

@@ -84,11 +84,14 @@ def test_failed_build_falls_back_with_one_warning(monkeypatch):
     with pytest.warns(RuntimeWarning, match="falling back") as record:
         assert extension.load_extension("cpu") is None
     assert len(record) == 1 and "\n" not in str(record[0].message)
+    with pytest.warns(RuntimeWarning, match="emulated"):  # the host build of the CUDA kernels
+        assert extension.load_extension("emulated") is None
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # second call: cached, silent
         assert extension.load_extension("cpu") is None
         assert backends.resolve_backend("auto", torch.device("cpu")) == "torch"
         assert "cpp" not in available_backends()
+        assert "cuda_emulated" not in available_backends()
     out = CRFRNN(2, num_iterations=1)(
         torch.randn(1, 2, 2, 3, 4), torch.randn(1, 1, 2, 3, 4), (1.0, 1.0, 1.0)
     )

@@ -76,13 +76,15 @@ def test_appearance_message_vs_exact_on_real_crop(crop_features):
 
 def test_lattice_backends_agree_float32(crop_features):
     feats, q = crop_features
-    names = [b for b in available_backends() if b in ("torch", "cpp", "cuda")]
+    names = [b for b in available_backends() if b in ("torch", "cpp", "cuda", "cuda_emulated")]
     if len(names) < 2:
         pytest.skip("only one lattice backend available")
     msgs = {}
     for name in names:
-        filt = backends.appearance_filter(name, feats, torch.float32)
-        msgs[name] = filt.forward(q.float()), filt.adjoint(q.float())
+        device = backends.get_backend(name).device_type or "cpu"  # cuda takes CUDA tensors
+        filt = backends.appearance_filter(name, feats.to(device), torch.float32)
+        x = q.float().to(device)
+        msgs[name] = filt.forward(x).cpu(), filt.adjoint(x).cpu()
     ref_f, ref_a = msgs[names[0]]
     for name in names[1:]:
         assert (msgs[name][0] - ref_f).abs().max() <= 1e-5, name
@@ -229,7 +231,7 @@ def test_cpp_grid_build_is_the_feature_build(shape, spacing, theta_beta):
     grid = ext.build_lattice_grid(img, [s / 4.0 for s in spacing], theta_beta, torch.float32)
     for a, b in zip(dense, grid):
         assert a.dtype == b.dtype and torch.equal(a, b)
-    lat = backends._grid_lattice_cpp(img, spacing, 4.0, theta_beta, torch.float32)
+    lat = backends.get_backend("cpp")._grid_lattice(img, spacing, 4.0, theta_beta, torch.float32)
     assert torch.equal(lat.index, dense[0]) and lat.num_vertices == dense[2].shape[2]
 
 
