@@ -286,7 +286,7 @@ def test_info_json_never_builds_and_stdout_is_pure_json(fresh, monkeypatch, caps
     out = capsys.readouterr().out
     info = json.loads(out)
     assert fresh == []
-    assert set(info["crf_backends"]) == {"exact", "torch", "cpp", "cuda"}
+    assert set(info["crf_backends"]) == {"exact", "torch", "cpp", "cuda", "cuda_emulated"}
     for entry in info["crf_backends"].values():
         assert entry["state"] in ("built", "buildable", "unavailable")
         assert (entry["reason"] is None) == (entry["state"] == "built")
