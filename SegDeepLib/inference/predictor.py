@@ -100,7 +100,7 @@ class Predictor:
     @classmethod
     def load(cls, model: str | None = None) -> Predictor:
         """A catalogue id (shipped or user model), a model folder path, or ``None`` for the default."""
-        from SegDeepLib.inference.catalogue import resolve_model
+        from SegDeepLib.core.catalogue import resolve_model
 
         return cls.from_folder(resolve_model(model))
 
