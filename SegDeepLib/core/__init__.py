@@ -7,4 +7,5 @@ it with torch made unimportable.
 
 - :mod:`SegDeepLib.core.model_card`: a model folder's ``model.json`` (read and minimally validated).
 - :mod:`SegDeepLib.core.catalogue`: shipped catalogue + the user's models folder.
+- :mod:`SegDeepLib.core.labels`: label tables (names, colours, SNOMED-CT terminology).
 """

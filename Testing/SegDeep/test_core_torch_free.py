@@ -55,10 +55,13 @@ def test_helpers_and_core_import_without_torch(tmp_path):
     assert out["ids"] == [*shipped, "my-liver"]
 
 
-def test_core_imports_no_torch():
-    out = _run("import SegDeepLib.core.catalogue, SegDeepLib.core.model_card\n"
-               "print(json.dumps({'torch': sys.modules.get('torch') is not None}))")
-    assert out == {"torch": False}
+def test_core_imports_no_torch_nor_numpy():
+    """Importing the core needs the standard library only (numpy, SimpleITK: not even loaded)."""
+    out = _run("import SegDeepLib.core.catalogue, SegDeepLib.core.labels, SegDeepLib.core.model_card\n"
+               "table = SegDeepLib.core.labels.load_label_table('abdomen')\n"
+               "heavy = [m for m in ('torch', 'numpy', 'SimpleITK') if sys.modules.get(m) is not None]\n"
+               "print(json.dumps({'heavy': heavy, 'labels': len(table.labels)}))")
+    assert out["heavy"] == [] and out["labels"] > 0
 
 
 def test_without_segdeeplib_the_panel_lists_nothing_and_says_why():
