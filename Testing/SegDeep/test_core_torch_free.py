@@ -42,12 +42,14 @@ def test_helpers_and_core_import_without_torch(tmp_path):
     out = _run(
         "import importlib\n"
         f"for name in {HELPERS!r}: importlib.import_module('SegDeepHelpers.' + name)\n"
-        "from SegDeepHelpers import catalogue\n"
+        "from SegDeepHelpers import catalogue, crf\n"
         "models = catalogue.loadCatalogue()\n"
         "print(json.dumps({'ids': [m.id for m in models], 'missing': catalogue.CORE_MISSING,\n"
+        "                  'crf': [p.name for p in crf.PARAMETERS],\n"
         "                  'core': catalogue.core.__name__, 'torch': sys.modules.get('torch') is not None}))",
         env=env)
     assert out["core"] == "SegDeepLib.core.catalogue" and out["missing"] == "" and not out["torch"]
+    assert out["crf"] == ["theta_alpha", "theta_beta", "theta_gamma", "w1", "w2", "num_iterations"]
     assert out["ids"][-1] == "my-liver"  # the user's folder, made an entry by the core
     from SegDeepLib.core.catalogue import load_catalogue
 
@@ -65,9 +67,13 @@ def test_core_imports_no_torch_nor_numpy():
 
 
 def test_without_segdeeplib_the_panel_lists_nothing_and_says_why():
-    out = _run("from SegDeepHelpers import catalogue\n"
+    out = _run("import importlib\n"
+               f"for name in {HELPERS!r}: importlib.import_module('SegDeepHelpers.' + name)\n"
+               "from SegDeepHelpers import catalogue, crf\n"
                "print(json.dumps({'models': catalogue.loadCatalogue(), 'missing': catalogue.CORE_MISSING,\n"
-               "                  'path': catalogue.defaultCataloguePath() is None}))",
+               "                  'path': catalogue.defaultCataloguePath() is None, 'crf': len(crf.PARAMETERS),\n"
+               "                  'node': [crf.nodeDefault('crfThetaAlpha'), crf.nodeRange('crfThetaAlpha')]}))",
                block=("torch", "SegDeepLib"))
     assert out["models"] == [] and out["path"] is True
+    assert out["crf"] == 0 and out["node"] == [0, [0, 1e9]]  # the parameter node can still be declared
     assert out["missing"].startswith("SegDeepLib is not importable") and "restart Slicer" in out["missing"]
