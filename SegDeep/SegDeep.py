@@ -11,6 +11,7 @@ from typing import Annotated
 
 import slicer
 import vtk
+from SegDeepHelpers import crf as crfTable
 from SegDeepHelpers.logic import SegDeepRunLogic
 from SegDeepHelpers.panel import SegDeepPanel
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
@@ -41,6 +42,10 @@ class SegDeep(ScriptedLoadableModule):
             "Networks re-implemented from their papers; see the SegDeep README for references.")
 
 
+def _crfRange(attribute: str) -> WithinRange:
+    return WithinRange(*crfTable.nodeRange(attribute))
+
+
 @parameterNodeWrapper
 class SegDeepParameterNode:
     """Panel state, saved with the scene."""
@@ -50,14 +55,15 @@ class SegDeepParameterNode:
     modelId: str = ""
     device: Annotated[str, Choice(["auto", "cuda", "cpu"])] = "auto"
     crf: bool = True
-    # CRF parameters (SegDeepHelpers.crf.PARAMETERS); the selected model's defaults replace these.
-    # WithinRange = the .ui spin-box limits: without it connectGui opens the range to +-inf.
-    crfThetaAlpha: Annotated[float, WithinRange(0.01, 1000.0)] = 4.0
-    crfThetaBeta: Annotated[float, WithinRange(0.001, 100000.0)] = 15.0
-    crfThetaGamma: Annotated[float, WithinRange(0.01, 1000.0)] = 2.0
-    crfW1: Annotated[float, WithinRange(0.0, 1000.0)] = 5.0
-    crfW2: Annotated[float, WithinRange(0.0, 1000.0)] = 3.0
-    crfIterations: Annotated[int, WithinRange(0, 100)] = 5
+    # CRF parameters: limits and defaults from SegDeepLib's CRF parameter table (SegDeepHelpers.crf);
+    # the selected model's defaults replace these. WithinRange = the .ui spin-box limits: without it
+    # connectGui opens the range to +-inf.
+    crfThetaAlpha: Annotated[float, _crfRange("crfThetaAlpha")] = crfTable.nodeDefault("crfThetaAlpha")
+    crfThetaBeta: Annotated[float, _crfRange("crfThetaBeta")] = crfTable.nodeDefault("crfThetaBeta")
+    crfThetaGamma: Annotated[float, _crfRange("crfThetaGamma")] = crfTable.nodeDefault("crfThetaGamma")
+    crfW1: Annotated[float, _crfRange("crfW1")] = crfTable.nodeDefault("crfW1")
+    crfW2: Annotated[float, _crfRange("crfW2")] = crfTable.nodeDefault("crfW2")
+    crfIterations: Annotated[int, _crfRange("crfIterations")] = crfTable.nodeDefault("crfIterations")
     fast: bool = False
     tta: bool = False
     show3D: bool = True

@@ -1,21 +1,30 @@
 """The model catalogue as the panel shows it: shipped models + the user's models folder.
 
-Pure Python, and it reads the files directly (``SegDeepLib/resources/models/catalogue.json`` and
-``model.json`` of each folder in ``$SEGDEEP_MODELS_DIR`` or ``~/.segdeep/models``) instead of
-importing ``SegDeepLib.inference``, which would import torch into Slicer's process (and fail
-before the dependencies are installed). Same sources as ``SegDeepLib.inference.load_catalogue``.
+Where the files are and how a user's model folder becomes an entry come from SegDeepLib's torch-free
+core (:mod:`SegDeepLib.core.catalogue`, the reader ``segdeep models`` uses too), never from
+``SegDeepLib.inference``, which would import torch into Slicer's process. SegDeepLib is installed with
+the extension; where it is not importable (a module folder added by hand without it), the panel
+lists no models and says why (:data:`CORE_MISSING`) instead of failing to load.
 """
 
 from __future__ import annotations
 
 import html
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
 PathLike = Union[str, Path]
+
+try:
+    from SegDeepLib.core import catalogue as core
+except ImportError as exc:  # SegDeepLib not on the path: the panel still loads and says so
+    core = None
+    CORE_MISSING = (f"SegDeepLib is not importable ({exc}): install the SegDeep extension, or put "
+                    "the folder containing SegDeepLib on Slicer's Python path, then restart Slicer.")
+else:
+    CORE_MISSING = ""
 
 
 @dataclass(frozen=True)
@@ -51,11 +60,9 @@ class ModelEntry:
         return None
 
 
-def defaultCataloguePath() -> Path:
-    """Where SegDeepLib ships its catalogue (importing SegDeepLib does not import torch)."""
-    import SegDeepLib
-
-    return Path(SegDeepLib.__file__).resolve().parent / "resources" / "models" / "catalogue.json"
+def defaultCataloguePath() -> Optional[Path]:
+    """Where SegDeepLib ships its catalogue (``None`` when SegDeepLib is not importable)."""
+    return core.CATALOGUE_FILE if core is not None else None
 
 
 def _organNames(model: dict[str, Any]) -> tuple[str, ...]:
@@ -84,9 +91,9 @@ def entryFromDict(model: dict[str, Any], folder: PathLike = "") -> ModelEntry:
         folder=str(folder))
 
 
-def userModelsDir() -> Path:
-    """``$SEGDEEP_MODELS_DIR`` or ``~/.segdeep/models`` (where SegDeepLib looks for user models)."""
-    return Path(os.environ.get("SEGDEEP_MODELS_DIR") or Path.home() / ".segdeep" / "models").expanduser()
+def userModelsDir() -> Optional[Path]:
+    """``$SEGDEEP_MODELS_DIR`` or ``~/.segdeep/models`` (SegDeepLib's rule; ``None`` without it)."""
+    return core.user_models_dir() if core is not None else None
 
 
 def _readJson(path: Path) -> Any:
@@ -96,17 +103,11 @@ def _readJson(path: Path) -> Any:
         raise ValueError(f"{path}: not valid JSON ({exc}); reinstall SegDeep") from None
 
 
-def _userModels(folder: Path, taken: set[str]) -> list[ModelEntry]:
-    entries = []
-    for spec in sorted(folder.glob("*/model.json")) if folder.is_dir() else []:
-        try:
-            entry = entryFromDict(_readJson(spec), spec.parent)
-        except ValueError:
-            continue  # a broken user folder must not hide the others (as SegDeepLib does)
-        if entry.id not in taken:
-            taken.add(entry.id)
-            entries.append(entry)
-    return entries
+def _userModels(folder: Optional[Path], taken: set[str]) -> list[ModelEntry]:
+    """The user's model folders, made into entries by SegDeepLib itself (broken ones skipped)."""
+    if core is None or folder is None:
+        return []
+    return [entryFromDict(model, model["path"]) for model in core.user_models(taken, folder)]
 
 
 def _shippedFolder(cataloguePath: Path, model: Any) -> str:
@@ -116,9 +117,10 @@ def _shippedFolder(cataloguePath: Path, model: Any) -> str:
 
 
 def loadCatalogue(path: Optional[PathLike] = None, userDir: Optional[PathLike] = None) -> list[ModelEntry]:
-    """Shipped models (``[]`` while the file does not exist) followed by the user's models."""
+    """Shipped models (``[]`` while the file does not exist) followed by the user's models; ``[]``
+    when SegDeepLib is not importable (:data:`CORE_MISSING` says why)."""
     path = Path(path) if path is not None else defaultCataloguePath()
-    data = _readJson(path) if path.exists() else []
+    data = _readJson(path) if path is not None and path.exists() else []
     entries = data.get("models", []) if isinstance(data, dict) else data
     models = [entryFromDict(m, _shippedFolder(path, m)) for m in entries]
     folder = Path(userDir) if userDir is not None else userModelsDir()

@@ -1,7 +1,9 @@
 """The CRF refinement parameters of the Advanced section: table, model defaults, widgets, CLI flags.
 
-The defaults come from the selected model's ``model.json`` (``inference.crf.params``, read as a
-file: importing ``SegDeepLib.crf`` would import torch into Slicer). Only the values the user
+The parameters, their library defaults and limits come from SegDeepLib's CRF parameter table (read by
+the torch-free core, :mod:`SegDeepLib.core.crf_params`); a model's defaults come from its
+``model.json`` (``inference.crf.params``, read as a file: importing ``SegDeepLib.crf`` would import
+torch into Slicer). Only the values the user
 changed are sent, as ``--crf-param NAME=VALUE``, so the model's exact values are kept otherwise.
 Widgets are reached through ``ui`` (from ``childWidgetVariables``) with PythonQt's rules (a Qt
 property such as ``value`` or ``checked`` is an attribute); nothing here imports Slicer.
@@ -41,15 +43,26 @@ class CrfParameter:
         return round(float(value)) if self.decimals == 0 else round(float(value), self.decimals)
 
 
-PARAMETERS = (
-    CrfParameter("theta_alpha", "crfThetaAlpha", 4.0, 2),
-    CrfParameter("theta_beta", "crfThetaBeta", 15.0, 3),
-    CrfParameter("theta_gamma", "crfThetaGamma", 2.0, 2),
-    CrfParameter("w1", "crfW1", 5.0, 2),
-    CrfParameter("w2", "crfW2", 3.0, 2),
-    CrfParameter("num_iterations", "crfIterations", 5, 0),
-)
+try:  # the one table (SegDeepLib/resources/crf/parameters.json), read by SegDeepLib's torch-free core
+    from SegDeepLib.core.crf_params import PARAMETERS as _TABLE
+except ImportError:  # SegDeepLib not importable: no parameters (catalogue.CORE_MISSING says why)
+    _TABLE = ()
+
+PARAMETERS = tuple(CrfParameter(p.name, p.slicer["attribute"], p.default, int(p.slicer["decimals"]))
+                   for p in _TABLE)
 BY_NAME = {p.name: p for p in PARAMETERS}
+_NODE_RANGES = {p.slicer["attribute"]: tuple(p.slicer["range"]) for p in _TABLE}
+
+
+def nodeDefault(attribute: str) -> Any:
+    """The parameter node's default of a CRF attribute (the table's; 0 without SegDeepLib)."""
+    found = [p.clean(p.default) for p in PARAMETERS if p.attribute == attribute]
+    return found[0] if found else 0
+
+
+def nodeRange(attribute: str) -> tuple[float, float]:
+    """The parameter node's limits of a CRF attribute (the table's; any value without SegDeepLib)."""
+    return _NODE_RANGES.get(attribute, (0, 1e9))
 
 
 def libraryDefaults() -> dict[str, Any]:

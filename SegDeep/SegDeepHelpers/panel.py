@@ -52,7 +52,8 @@ class SegDeepPanel:
         ui.copyDiagnosticsButton.connect("clicked(bool)", self.onCopyDiagnostics)
         self.crf.setup()
         if not self.models:
-            ui.modelDetailsLabel.text = self.tr("No models found: SegDeepLib's catalogue is empty.")
+            ui.modelDetailsLabel.text = (catalogue.CORE_MISSING
+                                         or self.tr("No models found: SegDeepLib's catalogue is empty."))
         self.onModelChanged(ui.modelSelector.currentIndex)
 
     def _live(self, callback: Callable[..., None]) -> Callable[..., None]:

@@ -90,7 +90,7 @@ def importLabelArray(segmentationNode: Any, labelsKJI: np.ndarray, table: Any,
     Segments with exactly the label's name are overwritten in place; returns the segment IDs.
     """
     slicer = _slicer()
-    from SegDeepLib.io.labels import slicer_terminology
+    from SegDeepLib.core.labels import slicer_terminology
 
     segmentation = segmentationNode.GetSegmentation()
     segmentIds = []

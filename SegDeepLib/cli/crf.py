@@ -20,7 +20,18 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from SegDeepLib.core.crf_params import BY_NAME as CRF_BY_NAME
 from SegDeepLib.errors import SegDeepError
+
+# table name -> option; the options keep their historical spelling (--iterations, not --num-iterations)
+CRF_FLAGS = {
+    "theta_alpha": "--theta-alpha",
+    "theta_beta": "--theta-beta",
+    "theta_gamma": "--theta-gamma",
+    "w1": "--w1",
+    "w2": "--w2",
+    "num_iterations": "--iterations",
+}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -31,12 +42,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("image", nargs="?", help="intensity volume on the same grid (e.g. CT)")
     parser.add_argument("-o", "--output", help="label map (image suffix) or probabilities (.npy)")
     parser.add_argument("--probabilities-out", help="also save refined probabilities (.npy)")
-    parser.add_argument("--theta-alpha", type=float, default=12.0, help="appearance kernel, mm")
-    parser.add_argument("--theta-beta", type=float, default=15.0, help="intensity units (HU)")
-    parser.add_argument("--theta-gamma", type=float, default=6.0, help="smoothness kernel, mm")
-    parser.add_argument("--w1", type=float, default=5.0, help="appearance kernel weight")
-    parser.add_argument("--w2", type=float, default=3.0, help="smoothness kernel weight")
-    parser.add_argument("--iterations", type=int, default=5, help="mean-field iterations")
+    for name, flag in CRF_FLAGS.items():  # defaults and help from the one CRF parameter table
+        p = CRF_BY_NAME[name]
+        unit = f", {p.unit}" if p.unit else ""
+        parser.add_argument(flag, type=p.kind, default=p.default, help=f"{p.help}{unit} (default {p.default:g})")
     parser.add_argument("--backend", default="auto", help="auto | exact | torch | cpp | cuda")
     parser.add_argument(
         "--device", default="auto", help="auto (GPU when usable), cpu or cuda: where the CRF runs"

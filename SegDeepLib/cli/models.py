@@ -58,8 +58,8 @@ def describe(entry: dict[str, Any], default: bool = False) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from SegDeepLib.core.catalogue import load_catalogue, user_models_dir
     from SegDeepLib.errors import SegDeepError
-    from SegDeepLib.inference.catalogue import load_catalogue, user_models_dir
 
     catalogue = load_catalogue()
     models = catalogue["models"]

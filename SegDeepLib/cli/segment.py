@@ -3,26 +3,22 @@
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from SegDeepLib.core.crf_params import BY_NAME as CRF_BY_NAME
+from SegDeepLib.core.crf_params import PARAMETERS as CRF_TABLE
 from SegDeepLib.errors import SegDeepError
 from SegDeepLib.progress import JsonLinesReporter, ProgressCallback, ProgressEvent, TextReporter
 
 SEG_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha")
 # CRF parameters a user may override (``--crf-param NAME=VALUE``): name -> (type, smallest value,
-# smallest value allowed itself); the same names as ``inference.crf.params`` and ``crf_refine``.
+# smallest value allowed itself); read from the one table (``resources/crf/parameters.json``).
 CRF_PARAMS: dict[str, tuple[type, float, bool]] = {
-    "theta_alpha": (float, 0.0, False),
-    "theta_beta": (float, 0.0, False),
-    "theta_gamma": (float, 0.0, False),
-    "w1": (float, 0.0, True),
-    "w2": (float, 0.0, True),
-    "num_iterations": (int, 0, True),
+    p.name: (p.kind, p.minimum, p.inclusive) for p in CRF_TABLE
 }
 
 
@@ -96,16 +92,7 @@ def _organs(values: list[str] | None) -> list[str] | None:
 
 
 def _crf_value(name: str, text: str) -> float | int:
-    kind, low, inclusive = CRF_PARAMS[name]
-    try:
-        value = kind(text)
-        ok = math.isfinite(value) and (value >= low if inclusive else value > low)
-    except (ValueError, OverflowError):
-        ok = False
-    if not ok:
-        need = f"{'an integer' if kind is int else 'a number'} {'>=' if inclusive else '>'} {low:g}"
-        raise SegDeepError(f"--crf-param {name}={text}: {name} must be {need}")
-    return value
+    return CRF_BY_NAME[name].check(text, f"--crf-param {name}={text}")
 
 
 def crf_params(values: list[str] | None) -> dict[str, float | int]:
@@ -122,15 +109,6 @@ def crf_params(values: list[str] | None) -> dict[str, float | int]:
             )
         params[name] = _crf_value(name, text.strip())
     return params
-
-
-def with_crf_params(spec: dict[str, Any], params: dict[str, float | int]) -> dict[str, Any]:
-    """A copy of a model spec whose ``inference.crf.params`` carry ``params`` over the model's."""
-    inference = dict(spec.get("inference") or {})
-    crf = dict(inference.get("crf") or {})
-    crf["params"] = {**(crf.get("params") or {}), **params}
-    inference["crf"] = crf
-    return {**spec, "inference": inference}
 
 
 def _check_output(path: Path, overwrite: bool, what: str = "output") -> None:
@@ -183,8 +161,6 @@ def segment_file(args: argparse.Namespace, progress: ProgressCallback | None) ->
         raise SegDeepError("--crf-param has no effect with --no-crf; drop one of them")
     image = read_image(args.input, series_uid=args.series_uid)
     predictor = Predictor.load(args.model)
-    if params:
-        predictor.spec = with_crf_params(predictor.spec, params)
     result = predictor.predict(
         image,
         organs=_organs(args.organs),
@@ -194,6 +170,7 @@ def segment_file(args: argparse.Namespace, progress: ProgressCallback | None) ->
         fast=args.fast,
         probabilities=probs_path is not None,
         progress=progress,
+        crf_params=params,
     )
     if progress is not None:
         progress(ProgressEvent(stage="write", fraction=0.0, message=f"writing {output}"))

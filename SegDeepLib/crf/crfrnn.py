@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from SegDeepLib.core.crf_params import DEFAULTS as CRF_DEFAULTS
 from SegDeepLib.crf import backends, filters
 from SegDeepLib.errors import SegDeepError
 
@@ -39,12 +40,12 @@ class CRFRNN(nn.Module):
     def __init__(
         self,
         num_classes: int,
-        theta_alpha: float = 4.0,
-        theta_beta: Theta = 15.0,
-        theta_gamma: float = 2.0,
-        w1: float = 5.0,
-        w2: float = 3.0,
-        num_iterations: int = 5,
+        theta_alpha: float = CRF_DEFAULTS["theta_alpha"],
+        theta_beta: Theta = CRF_DEFAULTS["theta_beta"],
+        theta_gamma: float = CRF_DEFAULTS["theta_gamma"],
+        w1: float = CRF_DEFAULTS["w1"],
+        w2: float = CRF_DEFAULTS["w2"],
+        num_iterations: int = int(CRF_DEFAULTS["num_iterations"]),
         backend: str = "auto",
     ) -> None:
         super().__init__()

@@ -1,7 +1,7 @@
 """Inference: the :class:`Predictor` (model folder + image -> label map on the input grid),
 sliding-window and slice-wise network passes, the cascade, postprocessing and the model catalogue."""
 
-from SegDeepLib.inference.catalogue import load_catalogue, resolve_model, user_models_dir
+from SegDeepLib.core.catalogue import load_catalogue, resolve_model, user_models_dir
 from SegDeepLib.inference.device import run_with_fallback, select_device
 from SegDeepLib.inference.postprocess import postprocess
 from SegDeepLib.inference.predictor import Prediction, Predictor

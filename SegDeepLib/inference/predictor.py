@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,8 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from SegDeepLib.core.crf_params import BY_NAME as CRF_TABLE
+from SegDeepLib.core.crf_params import CrfParam
 from SegDeepLib.errors import SegDeepError
 from SegDeepLib.inference.device import run_or_cpu, run_with_fallback, select_device
 from SegDeepLib.inference.postprocess import postprocess
@@ -100,7 +102,7 @@ class Predictor:
     @classmethod
     def load(cls, model: str | None = None) -> Predictor:
         """A catalogue id (shipped or user model), a model folder path, or ``None`` for the default."""
-        from SegDeepLib.inference.catalogue import resolve_model
+        from SegDeepLib.core.catalogue import resolve_model
 
         return cls.from_folder(resolve_model(model))
 
@@ -119,10 +121,15 @@ class Predictor:
         probabilities: bool = False,
         progress: ProgressCallback | None = None,
         cancel: CancelToken | None = None,
+        crf_params: Mapping[str, Any] | None = None,
     ) -> Prediction:
-        """Segment ``image``; ``crf``/``tta`` ``None`` = the model's recommended default."""
+        """Segment ``image``; ``crf``/``tta`` ``None`` = the model's recommended default.
+        ``crf_params`` replace single parameters of the model's ``inference.crf.params`` (names of
+        :mod:`SegDeepLib.core.crf_params`) when the CRF runs; they do not switch it on."""
         wanted = self._check_organs(organs)
         settings = inference_settings(self.spec, fast=fast, where=self.name)
+        if crf_params:
+            settings = with_crf_params(settings, crf_params)
         dev = device if isinstance(device, torch.device) else select_device(str(device), progress)
         if (self.spec.get("training") or {}).get("synthetic_only"):
             log(
@@ -167,6 +174,21 @@ class Predictor:
             config = settings["crf"]
             return bool(config and config.get("default", False))
         return bool(crf)
+
+
+def with_crf_params(settings: dict[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of inference ``settings`` whose ``crf.params`` carry ``params`` over the model's
+    (each checked against the CRF parameter table)."""
+    crf = dict(settings.get("crf") or {})
+    checked = {name: _crf_param(name).check(value, "crf_params") for name, value in params.items()}
+    crf["params"] = {**(crf.get("params") or {}), **checked}
+    return {**settings, "crf": crf}
+
+
+def _crf_param(name: str) -> CrfParam:
+    if name not in CRF_TABLE:
+        raise SegDeepError(f"crf_params: unknown CRF parameter {name!r}; use one of {', '.join(CRF_TABLE)}")
+    return CRF_TABLE[name]
 
 
 def intensities_on_network_grid(image: sitk.Image, pre: Preprocessed) -> np.ndarray:

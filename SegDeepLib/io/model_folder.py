@@ -31,10 +31,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from SegDeepLib.core.model_card import SPEC_FILE, read_spec
 from SegDeepLib.errors import SegDeepError
 
 FORMAT = "segdeep-model/1"
-SPEC_FILE = "model.json"
 WEIGHTS_FILE = "weights.pt"
 
 
@@ -91,21 +91,6 @@ def _store(tensor: Any, half: bool) -> Any:
     if half and tensor.is_floating_point():
         return tensor.half()
     return tensor.clone()
-
-
-def read_spec(folder: str | os.PathLike) -> dict[str, Any]:
-    """Read and minimally validate ``model.json`` (no weights loaded)."""
-    path = Path(folder) / SPEC_FILE
-    if not path.exists():
-        raise SegDeepError(f"{folder}: not a SegDeep model folder (no {SPEC_FILE})")
-    try:
-        spec = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise SegDeepError(f"{path}: not valid JSON ({exc})") from None
-    for key in ("id", "networks", "labels", "weights"):
-        if key not in spec:
-            raise SegDeepError(f"{path}: missing key {key!r}")
-    return spec
 
 
 def load_weights(folder: str | os.PathLike, spec: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:

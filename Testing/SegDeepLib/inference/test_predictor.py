@@ -318,6 +318,40 @@ def test_crf_post_processing_equals_crf_refine_on_the_plain_probabilities(tmp_pa
     assert np.abs(expected - plain.probabilities).max() > 1e-3  # the CRF changed something
 
 
+def test_crf_params_replace_single_model_parameters_without_touching_the_spec(tmp_path):
+    import SegDeepLib.crf
+
+    params = {"theta_alpha": 3.0, "theta_beta": 40.0, "num_iterations": 3, "backend": "exact"}
+    folder = make_model_folder(
+        tmp_path / "crf",
+        {"main": _net(scale=5e-4)},
+        ORGANS,
+        inference={"tile_size": [8, 8, 8], "crf": {"default": False, "params": params}},
+    )
+    image = _image(shape=(6, 7, 8), oblique=False)
+    predictor = Predictor.from_folder(folder)
+    spec = json.dumps(predictor.spec, sort_keys=True)
+    calls = []
+    real = SegDeepLib.crf.crf_refine
+
+    def spy(probs, features, spacing, **kwargs):
+        calls.append(kwargs)
+        return real(probs, features, spacing, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(SegDeepLib.crf, "crf_refine", spy)
+        predictor.predict(image, device="cpu", crf_params={"num_iterations": 1})  # CRF stays off
+        assert calls == []
+        predictor.predict(image, device="cpu", crf=True, crf_params={"num_iterations": "1", "w1": 2})
+    assert calls == [{**params, "num_iterations": 1, "w1": 2.0}]
+    assert isinstance(calls[0]["num_iterations"], int)
+    assert json.dumps(predictor.spec, sort_keys=True) == spec  # nothing written into the spec
+    with pytest.raises(SegDeepError, match="unknown CRF parameter 'alpha'"):
+        predictor.predict(image, device="cpu", crf=True, crf_params={"alpha": 1.0})
+    with pytest.raises(SegDeepError, match="crf_params: theta_gamma must be a number > 0"):
+        predictor.predict(image, device="cpu", crf=True, crf_params={"theta_gamma": 0})
+
+
 def test_in_memory_networks_for_training_validation():
     from SegDeepLib.io.labels import LabelTable
     from Testing.SegDeepLib.inference.tiny_nets import CentreNet
