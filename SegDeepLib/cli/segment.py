@@ -11,7 +11,13 @@ from typing import Any
 import numpy as np
 
 from SegDeepLib.errors import SegDeepError
-from SegDeepLib.progress import JsonLinesReporter, ProgressCallback, ProgressEvent, TextReporter
+from SegDeepLib.progress import (
+    JsonLinesReporter,
+    ProgressCallback,
+    ProgressEvent,
+    TextReporter,
+    log,
+)
 
 SEG_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha")
 # CRF parameters a user may override (``--crf-param NAME=VALUE``): name -> (type, smallest value,
@@ -86,6 +92,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--threads", type=int, default=None, help="CPU threads for torch (default: torch's)"
     )
+    parser.add_argument(
+        "--allow-gaps",
+        action="store_true",
+        help="read a DICOM series with unreadable or missing slices anyway (warning; positions approximate)",
+    )
+    parser.add_argument(
+        "--memory-limit",
+        type=float,
+        default=None,
+        metavar="GB",
+        help="memory budget checked before any work (default: $SEGDEEP_MEMORY_LIMIT_GB or 80%% of the available RAM)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -133,15 +151,55 @@ def with_crf_params(spec: dict[str, Any], params: dict[str, float | int]) -> dic
     return {**spec, "inference": inference}
 
 
-def _check_output(path: Path, overwrite: bool, what: str = "output") -> None:
-    if not path.name.lower().endswith(SEG_SUFFIXES):
+def _check_output(
+    path: Path, overwrite: bool, what: str = "output", inputs: tuple[str, ...] = (), suffixes=SEG_SUFFIXES
+) -> None:
+    from SegDeepLib.io.atomic import check_output_path
+
+    if not path.name.lower().endswith(suffixes):
         raise SegDeepError(
-            f"{path}: unsupported {what} format; use one of {', '.join(SEG_SUFFIXES)}"
+            f"{path}: unsupported {what} format; use one of {', '.join(suffixes)}"
         )
-    if path.exists() and not overwrite:
-        raise SegDeepError(f"{path}: already exists; pass --overwrite to replace it")
-    if not path.parent.exists():
-        raise SegDeepError(f"{path.parent}: output folder does not exist; create it first")
+    check_output_path(path, overwrite, inputs)
+
+
+def _warn(progress: ProgressCallback | None, message: str) -> None:
+    """A warning once: in the log (stderr) and, with --progress json, as a log event for Slicer."""
+    import sys
+
+    print(f"segdeep: warning: {message}", file=sys.stderr)
+    if isinstance(progress, JsonLinesReporter):
+        log(progress, message, "warning")
+
+
+def _check_input(image: Any, predictor: Any, args: argparse.Namespace, progress: ProgressCallback | None) -> Any:
+    """File-named checks of the volume against the model, before any allocation or inference."""
+    from SegDeepLib.inference.settings import fast_preprocessing, inference_settings
+    from SegDeepLib.io import check_volume, intensity_warning
+    from SegDeepLib.preprocessing.guard import check_memory
+
+    image = check_volume(image, args.input)
+    spec = predictor.spec
+    settings = inference_settings(spec, fast=args.fast, where=predictor.name)
+    given = spec.get("inference") or {}
+    main_spec = fast_preprocessing(spec, given) if args.fast else spec.get("preprocessing")
+    specs = [main_spec]
+    if settings["mode"] == "cascade":
+        specs.append(((given.get("cascade") or {}).get("stage1") or {}).get("preprocessing"))
+    check_memory(
+        image,
+        specs,
+        len(predictor.table.labels) + 1,
+        str(args.input),
+        args.memory_limit,
+        settings.get("tile_size"),
+        float(settings.get("overlap") or 0.0),
+        probabilities=args.probabilities is not None,
+    )
+    warning = intensity_warning(image, str(spec.get("modality", "CT")), str(spec.get("id")), str(args.input))
+    if warning:
+        _warn(progress, warning)
+    return image
 
 
 def reporter(mode: str) -> ProgressCallback | None:
@@ -157,10 +215,13 @@ def write_probabilities(probs: np.ndarray, reference: Any, path: Path, overwrite
     from SegDeepLib.io import write_image
 
     if path.suffix == ".npy":
-        if path.exists() and not overwrite:
-            raise SegDeepError(f"{path}: already exists; pass --overwrite to replace it")
-        np.save(path, probs.astype(np.float32))
-        return path
+        from SegDeepLib.io.atomic import atomic_write
+
+        def save(tmp: Path) -> None:
+            with open(tmp, "wb") as handle:
+                np.save(handle, probs.astype(np.float32))
+
+        return atomic_write(path, save, overwrite=overwrite)
     import SimpleITK as sitk
 
     image = sitk.GetImageFromArray(np.ascontiguousarray(np.moveaxis(probs, 0, -1)), isVector=True)
@@ -174,17 +235,19 @@ def segment_file(args: argparse.Namespace, progress: ProgressCallback | None) ->
     from SegDeepLib.io import read_image, write_segmentation
 
     output = Path(args.output)
-    _check_output(output, args.overwrite)
+    _check_output(output, args.overwrite, inputs=(args.input,))
     probs_path = Path(args.probabilities) if args.probabilities else None
-    if probs_path is not None and probs_path.suffix != ".npy":
-        _check_output(probs_path, args.overwrite, "probabilities")
+    if probs_path is not None:
+        suffixes = (".npy", *SEG_SUFFIXES[1:])
+        _check_output(probs_path, args.overwrite, "probabilities", (args.input, args.output), suffixes)
     params = crf_params(args.crf_param)
     if params and args.crf is False:
         raise SegDeepError("--crf-param has no effect with --no-crf; drop one of them")
-    image = read_image(args.input, series_uid=args.series_uid)
+    image = read_image(args.input, series_uid=args.series_uid, allow_gaps=args.allow_gaps)
     predictor = Predictor.load(args.model)
     if params:
         predictor.spec = with_crf_params(predictor.spec, params)
+    image = _check_input(image, predictor, args, progress)
     result = predictor.predict(
         image,
         organs=_organs(args.organs),

@@ -2,6 +2,8 @@
 
 from SegDeepLib.io.image import (
     check_finite,
+    check_volume,
+    intensity_warning,
     list_dicom_series,
     read_image,
     require_3d,
@@ -15,6 +17,8 @@ __all__ = [
     "CanonicalLayout",
     "LabelTable",
     "check_finite",
+    "check_volume",
+    "intensity_warning",
     "from_canonical",
     "list_dicom_series",
     "load_label_table",

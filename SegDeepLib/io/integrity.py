@@ -1,0 +1,163 @@
+"""Checks that an image file holds all the data its header promises, before anything trusts it.
+
+ITK reads a truncated NIfTI (plain or gzipped) without complaint and fills the missing voxels with
+zeros, and its DICOM series reader drops unreadable slices with a warning only. These checks are
+independent of ITK:
+
+- :func:`check_complete`: a gzip stream must end with its end-of-stream marker (and checksum); a
+  NIfTI-1/-2 file must hold ``vox_offset + voxels * bitpix / 8`` bytes (the header's own numbers).
+- :func:`check_dicom_series`: every slice file in the folder belongs to a series, and the slices of
+  the chosen series are evenly spaced along the slice normal (no missing, duplicate or extra slice).
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from SegDeepLib.errors import SegDeepError
+
+CHUNK = 1 << 20
+# relative tolerance on the slice spacing of a DICOM series (scanners round positions to ~0.01 mm)
+SPACING_TOLERANCE = 0.05
+_NOT_DICOM_SUFFIXES = {".txt", ".json", ".md", ".xml", ".csv", ".html", ".pdf", ".jpg", ".png", ".zip"}
+
+
+def _gzip_size(path: Path) -> int:
+    """Decoded size of a gzip file; raises if the stream is cut short or corrupt."""
+    size = 0
+    try:
+        with gzip.open(path, "rb") as handle:
+            while block := handle.read(CHUNK):
+                size += len(block)
+    except EOFError:
+        raise SegDeepError(
+            f"{path}: the gzip stream is truncated (the file was cut short, e.g. an interrupted "
+            "download or copy); copy the file again"
+        ) from None
+    except (OSError, zlib.error) as exc:
+        raise SegDeepError(f"{path}: corrupt gzip data ({exc}); copy the file again") from None
+    return size
+
+
+def _is_gzip(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(2) == b"\x1f\x8b"
+
+
+def _read_head(path: Path, gz: bool, count: int = 540) -> bytes:
+    opener = gzip.open if gz else open
+    try:
+        with opener(path, "rb") as handle:
+            return handle.read(count)
+    except (EOFError, OSError, zlib.error):
+        return b""
+
+
+def nifti_expected_size(head: bytes) -> int | None:
+    """Bytes a NIfTI-1/-2 file must hold according to its header, or ``None`` if not NIfTI."""
+    for endian in ("<", ">"):
+        if len(head) >= 348 and struct.unpack(f"{endian}i", head[:4])[0] == 348:
+            dims = struct.unpack(f"{endian}8h", head[40:56])
+            bitpix = struct.unpack(f"{endian}h", head[72:74])[0]
+            offset = int(struct.unpack(f"{endian}f", head[108:112])[0])
+            offset = max(offset, 352)
+            break
+        if len(head) >= 540 and struct.unpack(f"{endian}i", head[:4])[0] == 540:
+            bitpix = struct.unpack(f"{endian}h", head[14:16])[0]
+            dims = struct.unpack(f"{endian}8q", head[16:80])
+            offset = max(int(struct.unpack(f"{endian}q", head[168:176])[0]), 544)
+            break
+    else:
+        return None
+    ndim = int(dims[0])
+    if not 1 <= ndim <= 7 or bitpix <= 0:
+        return None
+    voxels = int(np.prod([max(int(d), 1) for d in dims[1 : ndim + 1]], dtype=np.int64))
+    return offset + voxels * int(bitpix) // 8
+
+
+def check_complete(path: str | os.PathLike) -> None:
+    """Raise :class:`SegDeepError` when ``path`` is cut short (gzip stream or NIfTI voxel data)."""
+    path = Path(path)
+    if not path.is_file():
+        return
+    gz = _is_gzip(path)
+    size = _gzip_size(path) if gz else path.stat().st_size
+    name = path.name.lower()
+    if not (name.endswith(".nii") or name.endswith(".nii.gz")):
+        return
+    expected = nifti_expected_size(_read_head(path, gz))
+    if expected is not None and size < expected:
+        raise SegDeepError(
+            f"{path}: truncated NIfTI: the header promises {expected} bytes of image data and "
+            f"the file holds {size} ({100 * size / expected:.0f}%); copy the file again"
+        )
+
+
+def _slice_geometry(path: str) -> tuple[np.ndarray, np.ndarray] | None:
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(path)
+    try:
+        reader.ReadImageInformation()
+        position = [float(v) for v in reader.GetMetaData("0020|0032").split("\\")]
+        cosines = [float(v) for v in reader.GetMetaData("0020|0037").split("\\")]
+    except (RuntimeError, ValueError):
+        return None
+    if len(position) != 3 or len(cosines) != 6:
+        return None
+    return np.array(position), np.cross(cosines[:3], cosines[3:])
+
+
+def _candidate_slice_files(folder: Path) -> list[Path]:
+    """Regular, non-hidden files that could be DICOM slices (not notes, images or archives)."""
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file()
+        and not p.name.startswith(".")
+        and p.name.upper() != "DICOMDIR"
+        and p.suffix.lower() not in _NOT_DICOM_SUFFIXES
+    )
+
+
+def check_dicom_series(folder: Path, files: Sequence[str], series_files: Sequence[str]) -> None:
+    """Refuse unreadable slice files and unevenly spaced (missing/duplicate) slices.
+
+    ``files``: the chosen series sorted along the normal; ``series_files``: every file of every
+    series GDCM found in ``folder`` (the others are unreadable or not DICOM).
+    """
+    known = {os.path.realpath(f) for f in series_files}
+    for path in _candidate_slice_files(folder):
+        if os.path.realpath(path) not in known:
+            raise SegDeepError(
+                f"{path}: unreadable DICOM slice (corrupt or truncated) in the series folder; "
+                "replace it, remove it and pass --allow-gaps, or copy the series again"
+            )
+    geometry = [_slice_geometry(f) for f in files]
+    if len(files) < 3 or any(g is None for g in geometry):
+        return
+    normal = geometry[0][1]
+    positions = np.array([float(np.dot(g[0], normal)) for g in geometry])
+    steps = np.diff(positions)
+    typical = float(np.median(np.abs(steps)))
+    if typical <= 0:
+        raise SegDeepError(f"{folder}: several slices share one position ({files[0]}); remove the duplicates")
+    bad = np.flatnonzero(np.abs(np.abs(steps) - typical) > SPACING_TOLERANCE * typical)
+    if bad.size:
+        i = int(bad[0])
+        gap = abs(float(steps[i]))
+        what = "missing slice(s)" if gap > typical else "extra or duplicate slice"
+        raise SegDeepError(
+            f"{files[i + 1]}: {what}: {gap:.3f} mm from {Path(files[i]).name} where the series "
+            f"has {typical:.3f} mm steps; complete the series, or pass --allow-gaps to resample "
+            "over the gap"
+        )
