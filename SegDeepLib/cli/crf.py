@@ -49,7 +49,10 @@ def read_probabilities(path: Path, reference: sitk.Image) -> np.ndarray:
     if not path.exists():
         raise SegDeepError(f"{path}: no such file")
     if path.suffix.lower() == ".npy":
-        probs = np.load(path, allow_pickle=False)
+        try:
+            probs = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise SegDeepError(f"{path}: not a readable .npy array ({str(exc).splitlines()[0][:200]})") from None
     else:
         from SegDeepLib.io import read_image
 
@@ -81,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
     from SegDeepLib.crf import crf_refine
     from SegDeepLib.io import read_image, require_3d
 
+    _check_outputs(args)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     image = require_3d(read_image(args.image), args.image)
     probs = read_probabilities(Path(args.probabilities), image)
@@ -102,11 +106,31 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Every output location checked before any work (none may be an input)."""
+    from SegDeepLib.io.atomic import check_output_path
+    from SegDeepLib.io.image import WRITE_SUFFIXES, _suffix
+
+    inputs = (args.probabilities, args.image)
+    out = Path(args.output)
+    if out.suffix.lower() != ".npy" and _suffix(out) not in WRITE_SUFFIXES:
+        raise SegDeepError(f"{out}: unsupported output format; use .npy or one of {', '.join(WRITE_SUFFIXES)}")
+    check_output_path(out, args.overwrite, inputs)
+    if args.probabilities_out:
+        extra = Path(args.probabilities_out)
+        if extra.suffix.lower() != ".npy":
+            raise SegDeepError(f"{extra}: --probabilities-out must end in .npy")
+        check_output_path(extra, args.overwrite, (*inputs, args.output))
+
+
 def _save_npy(path: Path, array: np.ndarray, overwrite: bool) -> None:
-    if path.exists() and not overwrite:
-        raise SegDeepError(f"{path}: exists; pass --overwrite to replace it")
-    with open(path, "wb") as handle:
-        np.save(handle, array)
+    from SegDeepLib.io.atomic import atomic_write
+
+    def save(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
+            np.save(handle, array)
+
+    atomic_write(path, save, overwrite=overwrite)
 
 
 def _write_outputs(args: argparse.Namespace, refined: np.ndarray, image: sitk.Image) -> None:

@@ -54,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.tolerance_mm > 0:
         raise SegDeepError(f"--tolerance-mm: must be positive, got {args.tolerance_mm}")
     csv_path, json_path = args.output_dir / CSV_NAME, args.output_dir / JSON_NAME
+    _check_output_dir(args)
     for path in (csv_path, json_path):
         if path.exists() and not args.overwrite:
             raise SegDeepError(f"{path}: already exists; pass --overwrite or another --output-dir")
@@ -71,6 +72,26 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(summary, metrics if args.em else TABLE_METRICS))
     print(f"wrote {csv_path} and {json_path}")
     return 0
+
+
+def _check_output_dir(args: argparse.Namespace) -> None:
+    """The output folder must be a folder we can write in, and not one of the inputs."""
+    from SegDeepLib.io.atomic import check_output_path
+
+    out = args.output_dir
+    for source in (args.pred, args.gt):
+        if out.exists() and source.exists() and out.resolve() == source.resolve():
+            raise SegDeepError(f"{out}: is also an input; choose another --output-dir")
+    if out.exists() and not out.is_dir():
+        raise SegDeepError(f"{out}: is a file; --output-dir needs a folder")
+    if out.is_dir():
+        for name in (CSV_NAME, JSON_NAME):
+            check_output_path(out / name, args.overwrite, (args.pred, args.gt))
+    else:  # created with its parents when written: the nearest existing ancestor must be writable
+        ancestor = out
+        while not ancestor.exists() and ancestor != ancestor.parent:
+            ancestor = ancestor.parent
+        check_output_path(ancestor / ".segdeep-probe", True)
 
 
 def _report_unmatched(cases: CasePairs) -> None:
