@@ -177,9 +177,14 @@ def _check_input(image: Any, predictor: Any, args: argparse.Namespace, progress:
     from SegDeepLib.inference.settings import fast_preprocessing, inference_settings
     from SegDeepLib.io import check_volume, intensity_warning
     from SegDeepLib.preprocessing.guard import check_memory
+    from SegDeepLib.preprocessing.spec import validate_spec
 
     image = check_volume(image, args.input)
     spec = predictor.spec
+    try:
+        validate_spec(spec.get("preprocessing"))
+    except SegDeepError as exc:
+        raise SegDeepError(f"{predictor.name}: {exc}") from None
     settings = inference_settings(spec, fast=args.fast, where=predictor.name)
     given = spec.get("inference") or {}
     main_spec = fast_preprocessing(spec, given) if args.fast else spec.get("preprocessing")

@@ -151,8 +151,8 @@ def intensity_warning(image: sitk.Image, modality: str, model: str, name: str) -
         if image.GetPixelID() == sitk.sitkUInt8:
             reason = f"8-bit voxels ({low:g}..{high:g}) cannot be CT Hounsfield units"
         elif low > -200:
-            reason = (f"values {low:g}..{high:g} have no air (about -1000 HU): not a CT in "
-                      "Hounsfield units (an MR, or a rescaled export?)")
+            reason = (f"values {low:g}..{high:g} have nothing below -200 (no air, lung or fat): "
+                      "not a CT in Hounsfield units (an MR, or a rescaled export?)")
     elif modality.upper() == "MR" and low < -500:
         reason = f"values {low:g}..{high:g} look like CT Hounsfield units, not MR"
     if reason is None:

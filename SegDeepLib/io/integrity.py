@@ -5,7 +5,8 @@ zeros, and its DICOM series reader drops unreadable slices with a warning only. 
 independent of ITK:
 
 - :func:`check_complete`: a gzip stream must end with its end-of-stream marker (and checksum); a
-  NIfTI-1/-2 file must hold ``vox_offset + voxels * bitpix / 8`` bytes (the header's own numbers).
+  NIfTI-1/-2 file must hold ``vox_offset + voxels * bitpix / 8`` bytes (the header's own numbers)
+  and no NaN/Inf (which ITK reads as 0); a one-file MetaImage must hold its ``DimSize`` voxels.
 - :func:`check_dicom_series`: every slice file in the folder belongs to a series, and the slices of
   the chosen series are evenly spaced along the slice normal (no missing, duplicate or extra slice).
 """
@@ -60,16 +61,18 @@ def _read_head(path: Path, gz: bool, count: int = 540) -> bytes:
         return b""
 
 
-def nifti_expected_size(head: bytes) -> int | None:
-    """Bytes a NIfTI-1/-2 file must hold according to its header, or ``None`` if not NIfTI."""
+def nifti_layout(head: bytes) -> tuple[int, int, np.dtype | None] | None:
+    """``(vox_offset, voxels, float dtype or None)`` from a NIfTI-1/-2 header, or ``None``."""
     for endian in ("<", ">"):
         if len(head) >= 348 and struct.unpack(f"{endian}i", head[:4])[0] == 348:
+            datatype = struct.unpack(f"{endian}h", head[70:72])[0]
             dims = struct.unpack(f"{endian}8h", head[40:56])
             bitpix = struct.unpack(f"{endian}h", head[72:74])[0]
             offset = int(struct.unpack(f"{endian}f", head[108:112])[0])
             offset = max(offset, 352)
             break
         if len(head) >= 540 and struct.unpack(f"{endian}i", head[:4])[0] == 540:
+            datatype = struct.unpack(f"{endian}h", head[12:14])[0]
             bitpix = struct.unpack(f"{endian}h", head[14:16])[0]
             dims = struct.unpack(f"{endian}8q", head[16:80])
             offset = max(int(struct.unpack(f"{endian}q", head[168:176])[0]), 544)
@@ -79,8 +82,79 @@ def nifti_expected_size(head: bytes) -> int | None:
     ndim = int(dims[0])
     if not 1 <= ndim <= 7 or bitpix <= 0:
         return None
-    voxels = int(np.prod([max(int(d), 1) for d in dims[1 : ndim + 1]], dtype=np.int64))
-    return offset + voxels * int(bitpix) // 8
+    voxels = int(np.prod([max(int(d), 0) for d in dims[1 : ndim + 1]], dtype=np.int64))
+    floats = {16: "f4", 64: "f8"}
+    dtype = np.dtype(endian + floats[datatype]) if datatype in floats else None
+    if dtype is None and bitpix % 8:
+        return None
+    return offset, voxels * int(bitpix) // 8, dtype
+
+
+def _count_nonfinite(path: Path, gz: bool, offset: int, dtype: np.dtype) -> int:
+    """NaN/Inf voxels in a float NIfTI's data (ITK reads them as 0 without a word)."""
+    opener = gzip.open if gz else open
+    bad = 0
+    step = (CHUNK // dtype.itemsize) * dtype.itemsize
+    with opener(path, "rb") as handle:
+        handle.read(offset)
+        while block := handle.read(step):
+            usable = len(block) - len(block) % dtype.itemsize
+            bad += int(np.count_nonzero(~np.isfinite(np.frombuffer(block[:usable], dtype=dtype))))
+    return bad
+
+
+def _metaimage_expected(path: Path) -> tuple[int, int, bool] | None:
+    """``(header bytes, data bytes, compressed)`` of a one-file MetaImage (.mha), else ``None``."""
+    sizes = {"MET_UCHAR": 1, "MET_CHAR": 1, "MET_USHORT": 2, "MET_SHORT": 2, "MET_UINT": 4, "MET_INT": 4,
+             "MET_FLOAT": 4, "MET_DOUBLE": 8, "MET_ULONG_LONG": 8, "MET_LONG_LONG": 8}
+    fields: dict[str, str] = {}
+    with open(path, "rb") as handle:
+        for _ in range(64):
+            line = handle.readline(4096)
+            if not line or b"=" not in line:
+                return None
+            key, _, value = line.decode("latin-1").partition("=")
+            fields[key.strip()] = value.strip()
+            if key.strip() == "ElementDataFile":
+                header = handle.tell()
+                break
+        else:
+            return None
+    if fields.get("ElementDataFile") != "LOCAL" or fields.get("ElementType") not in sizes:
+        return None
+    try:
+        voxels = int(np.prod([int(v) for v in fields["DimSize"].split()], dtype=np.int64))
+        channels = int(fields.get("ElementNumberOfChannels", "1"))
+    except (KeyError, ValueError):
+        return None
+    compressed = fields.get("CompressedData", "False").lower() == "true"
+    return header, voxels * channels * sizes[fields["ElementType"]], compressed
+
+
+def _check_metaimage(path: Path) -> None:
+    layout = _metaimage_expected(path)
+    if layout is None:
+        return
+    header, expected, compressed = layout
+    if compressed:
+        inflater = zlib.decompressobj()
+        size = 0
+        with open(path, "rb") as handle:
+            handle.seek(header)
+            try:
+                while block := handle.read(CHUNK):
+                    size += len(inflater.decompress(block))
+            except zlib.error as exc:
+                raise SegDeepError(f"{path}: corrupt compressed MetaImage data ({exc}); copy the file again") from None
+        if not inflater.eof or size < expected:
+            raise SegDeepError(f"{path}: truncated MetaImage: the compressed data stream is cut short; copy the file again")
+        return
+    size = path.stat().st_size - header
+    if size < expected:
+        raise SegDeepError(
+            f"{path}: truncated MetaImage: the header promises {expected} bytes of image data and the "
+            f"file holds {size} ({100 * size / expected:.0f}%); copy the file again"
+        )
 
 
 def check_complete(path: str | os.PathLike) -> None:
@@ -91,14 +165,29 @@ def check_complete(path: str | os.PathLike) -> None:
     gz = _is_gzip(path)
     size = _gzip_size(path) if gz else path.stat().st_size
     name = path.name.lower()
+    if name.endswith(".mha"):
+        _check_metaimage(path)
+        return
     if not (name.endswith(".nii") or name.endswith(".nii.gz")):
         return
-    expected = nifti_expected_size(_read_head(path, gz))
-    if expected is not None and size < expected:
+    layout = nifti_layout(_read_head(path, gz))
+    if layout is None:
+        return
+    offset, data, dtype = layout
+    if size < offset + data:
         raise SegDeepError(
-            f"{path}: truncated NIfTI: the header promises {expected} bytes of image data and "
-            f"the file holds {size} ({100 * size / expected:.0f}%); copy the file again"
+            f"{path}: truncated NIfTI: the header promises {offset + data} bytes and the file "
+            f"holds {size} ({100 * size / (offset + data):.0f}%); copy the file again"
         )
+    if data == 0:
+        raise SegDeepError(f"{path}: the header gives the image no voxels (a zero dimension)")
+    if dtype is not None:
+        bad = _count_nonfinite(path, gz, offset, dtype)
+        if bad:
+            raise SegDeepError(
+                f"{path}: {bad} voxels are NaN or infinite (ITK would read them as 0); fix or mask "
+                "them before using the image"
+            )
 
 
 def _slice_geometry(path: str) -> tuple[np.ndarray, np.ndarray] | None:
@@ -157,7 +246,7 @@ def check_dicom_series(folder: Path, files: Sequence[str], series_files: Sequenc
         gap = abs(float(steps[i]))
         what = "missing slice(s)" if gap > typical else "extra or duplicate slice"
         raise SegDeepError(
-            f"{files[i + 1]}: {what}: {gap:.3f} mm from {Path(files[i]).name} where the series "
-            f"has {typical:.3f} mm steps; complete the series, or pass --allow-gaps to resample "
-            "over the gap"
+            f"{files[i + 1]}: {what} between {Path(files[i]).name} and {Path(files[i + 1]).name}: "
+            f"{gap:.3f} mm apart where the series has {typical:.3f} mm steps; complete the series, "
+            "or pass --allow-gaps to read it anyway"
         )
