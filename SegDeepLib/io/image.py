@@ -11,7 +11,12 @@ import SimpleITK as sitk
 
 from SegDeepLib.errors import SegDeepError
 from SegDeepLib.io.atomic import atomic_path
-from SegDeepLib.io.integrity import check_complete, check_dicom_series
+from SegDeepLib.io.integrity import (
+    _candidate_slice_files,
+    check_complete,
+    check_dicom_series,
+    read_series_with_gaps,
+)
 
 # ITK prints its warnings straight to stderr, before and around our one-line errors; the checks in
 # :mod:`SegDeepLib.io.integrity` report the same problems (naming the file) instead.
@@ -55,13 +60,23 @@ def _read_dicom_folder(folder: Path, series_uid: str | None, allow_gaps: bool = 
     except SegDeepError as exc:
         if not allow_gaps:
             raise
-        LOG.warning("segdeep: warning: %s (read anyway: --allow-gaps; slice positions are approximate)", exc)
+        known = {f for files in series.values() for f in files}
+        image, notes = read_series_with_gaps(_series_files(folder, series[series_uid], known))
+        problem = str(exc).split("; complete the series")[0].split("; replace it")[0]
+        LOG.warning("segdeep: warning: %s; read with --allow-gaps: %s", problem, "; ".join(notes[:5]))
+        return image
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(series[series_uid])
     try:
         return reader.Execute()
     except RuntimeError as exc:
         raise SegDeepError(f"{folder}: cannot read DICOM series {series_uid}: {_first_line(exc)}") from None
+
+
+def _series_files(folder: Path, files: list[str], known: set[str]) -> list[str]:
+    """The series' files plus the unreadable candidates beside them (their slices are tried too)."""
+    others = [str(p) for p in _candidate_slice_files(folder) if str(p) not in known]
+    return list(files) + others
 
 
 def _first_line(exc: Exception) -> str:

@@ -250,3 +250,53 @@ def check_dicom_series(folder: Path, files: Sequence[str], series_files: Sequenc
             f"{gap:.3f} mm apart where the series has {typical:.3f} mm steps; complete the series, "
             "or pass --allow-gaps to read it anyway"
         )
+
+
+def read_series_with_gaps(files: Sequence[str]) -> tuple[object, list[str]]:
+    """Read the readable slices of a series onto an evenly spaced grid (``--allow-gaps``).
+
+    The slice step is the series' most common step; a slice position with no file is linearly
+    interpolated from its two neighbours, so every slice that exists keeps its true position and
+    voxels. Returns the image and the notes (skipped files, interpolated positions).
+    """
+    import SimpleITK as sitk
+
+    notes: list[str] = []
+    slices = []
+    for path in files:
+        geometry = _slice_geometry(path)
+        try:
+            image = sitk.ReadImage(path) if geometry is not None else None
+        except RuntimeError:
+            image = None
+        if image is None:
+            notes.append(f"{Path(path).name} unreadable, skipped")
+            continue
+        slices.append((float(np.dot(geometry[0], geometry[1])), image, path))
+    if len(slices) < 2:
+        raise SegDeepError(f"{Path(files[0]).parent}: fewer than 2 readable slices; cannot read the series")
+    slices.sort(key=lambda item: item[0])
+    positions = np.array([p for p, _, _ in slices])
+    typical = float(np.median(np.diff(positions)))
+    if typical <= 0:
+        raise SegDeepError(f"{slices[0][2]}: several slices share one position; remove the duplicates")
+    count = int(round((positions[-1] - positions[0]) / typical)) + 1
+    arrays = [sitk.GetArrayFromImage(image).reshape(image.GetSize()[1], image.GetSize()[0]) for _, image, _ in slices]
+    volume = np.empty((count, *arrays[0].shape), dtype=arrays[0].dtype)
+    for k in range(count):
+        target = positions[0] + k * typical
+        i = int(np.clip(np.searchsorted(positions, target + 1e-3 * typical) - 1, 0, len(slices) - 2))
+        weight = float(np.clip((target - positions[i]) / (positions[i + 1] - positions[i]), 0.0, 1.0))
+        if weight < 1e-3 or weight > 1 - 1e-3:
+            volume[k] = arrays[i] if weight < 0.5 else arrays[i + 1]
+            continue
+        mixed = (1 - weight) * arrays[i].astype(np.float64) + weight * arrays[i + 1].astype(np.float64)
+        volume[k] = np.round(mixed) if np.issubdtype(volume.dtype, np.integer) else mixed
+        notes.append(f"slice at {target:.2f} mm interpolated between {Path(slices[i][2]).name} and "
+                     f"{Path(slices[i + 1][2]).name}")
+    first = slices[0][1]
+    out = sitk.GetImageFromArray(volume)
+    out.SetSpacing((first.GetSpacing()[0], first.GetSpacing()[1], typical))
+    out.SetOrigin(first.GetOrigin()[:3])
+    out.SetDirection(first.GetDirection())
+    return out, notes

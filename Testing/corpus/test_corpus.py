@@ -400,10 +400,14 @@ for _name, (_damage, _index) in DICOM_FAULTS.items():
         return Spec(seg(r, folder, ws / "o.nii.gz"), names=named, protect=[folder], absent=[ws / "o.nii.gz"])
 
     @case(f"dicom/{_name}-allow-gaps")
-    def _(r, ws, damage=_damage):
+    def _(r, ws, damage=_damage, index=_index):
         folder, files = _series(r, ws)
         damage(files)
-        return Spec(seg(r, folder, ws / "o.nii.gz", "--allow-gaps"), rc=0, warn="series", protect=[folder])
+        out = ws / "o.nii.gz"
+        # an interior slice lost: the grid is the intact series' grid (the slice interpolated)
+        interior = 0 < index < len(files) - 1
+        return Spec(seg(r, folder, out, "--allow-gaps"), rc=0, warn="series", protect=[folder],
+                    check=on_grid(out, r.dicom) if interior else None)
 
 
 @case("dicom/intact-series")
