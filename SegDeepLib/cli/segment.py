@@ -164,12 +164,14 @@ def _check_output(
 
 
 def _warn(progress: ProgressCallback | None, message: str) -> None:
-    """A warning once: in the log (stderr) and, with --progress json, as a log event for Slicer."""
+    """A warning, once: a ``log`` event (level warning) with --progress json, which the Slicer
+    module shows in its panel and log; else a ``segdeep: warning:`` line on stderr."""
     import sys
 
-    print(f"segdeep: warning: {message}", file=sys.stderr)
     if isinstance(progress, JsonLinesReporter):
         log(progress, message, "warning")
+    else:
+        print(f"segdeep: warning: {message}", file=sys.stderr)
 
 
 def _check_input(image: Any, predictor: Any, args: argparse.Namespace, progress: ProgressCallback | None) -> Any:
