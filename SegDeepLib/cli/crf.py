@@ -44,35 +44,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def read_probabilities(path: Path, reference: sitk.Image) -> np.ndarray:
-    """(L, Z, Y, X) float32 probabilities from .npy or a 4D / vector image on ``reference``."""
-    if not path.exists():
-        raise SegDeepError(f"{path}: no such file")
-    if path.suffix.lower() == ".npy":
-        try:
-            probs = np.load(path, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as exc:
-            raise SegDeepError(f"{path}: not a readable .npy array ({str(exc).splitlines()[0][:200]})") from None
-    else:
-        from SegDeepLib.io import read_image
-
-        img = read_image(path)
-        probs = sitk.GetArrayFromImage(img)
-        if img.GetNumberOfComponentsPerPixel() > 1:
-            probs = np.moveaxis(probs, -1, 0)
-        elif img.GetDimension() != 4:
-            raise SegDeepError(f"{path}: expected a 4D or vector image of class probabilities")
-    grid = sitk.GetArrayViewFromImage(reference).shape
-    if probs.ndim != 4 or probs.shape[1:] != grid or probs.shape[0] < 2:
-        raise SegDeepError(
-            f"{path}: probabilities of shape {probs.shape}; expected (L >= 2, {grid[0]}, "
-            f"{grid[1]}, {grid[2]}) on the image grid"
-        )
-    if not np.isfinite(probs).all() or probs.min() < 0:
-        raise SegDeepError(f"{path}: probabilities must be finite and non-negative")
-    return probs.astype(np.float32)
-
-
 def run(args: argparse.Namespace) -> int:
     if args.build_extension:
         from SegDeepLib.crf import available_backends
@@ -82,12 +53,12 @@ def run(args: argparse.Namespace) -> int:
     if not (args.probabilities and args.image and args.output):
         raise SegDeepError("segdeep crf: needs PROBS IMAGE -o OUT (see segdeep crf --help)")
     from SegDeepLib.crf import crf_refine
-    from SegDeepLib.io import read_image, require_3d
+    from SegDeepLib.io import read_image, read_probabilities, require_3d
 
     _check_outputs(args)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     image = require_3d(read_image(args.image), args.image)
-    probs = read_probabilities(Path(args.probabilities), image)
+    probs = read_probabilities(args.probabilities, image)
     volume = sitk.GetArrayFromImage(image).astype(np.float32)
     spacing_zyx = tuple(reversed(image.GetSpacing()))
     refined = crf_refine(
@@ -109,28 +80,20 @@ def run(args: argparse.Namespace) -> int:
 def _check_outputs(args: argparse.Namespace) -> None:
     """Every output location checked before any work (none may be an input)."""
     from SegDeepLib.io.atomic import check_output_path
-    from SegDeepLib.io.image import WRITE_SUFFIXES, _suffix
+    from SegDeepLib.io.suffixes import PROBABILITY_SUFFIXES, require_suffix
 
     inputs = (args.probabilities, args.image)
-    out = Path(args.output)
-    if out.suffix.lower() != ".npy" and _suffix(out) not in WRITE_SUFFIXES:
-        raise SegDeepError(f"{out}: unsupported output format; use .npy or one of {', '.join(WRITE_SUFFIXES)}")
+    out = require_suffix(args.output, PROBABILITY_SUFFIXES)
     check_output_path(out, args.overwrite, inputs)
     if args.probabilities_out:
-        extra = Path(args.probabilities_out)
-        if extra.suffix.lower() != ".npy":
-            raise SegDeepError(f"{extra}: --probabilities-out must end in .npy")
+        extra = require_suffix(args.probabilities_out, (".npy",), "--probabilities-out")
         check_output_path(extra, args.overwrite, (*inputs, args.output))
 
 
-def _save_npy(path: Path, array: np.ndarray, overwrite: bool) -> None:
-    from SegDeepLib.io.atomic import atomic_write
+def _save_npy(path: Path, array: np.ndarray, overwrite: bool, reference: sitk.Image) -> None:
+    from SegDeepLib.io import write_probabilities
 
-    def save(tmp: Path) -> None:
-        with open(tmp, "wb") as handle:
-            np.save(handle, array)
-
-    atomic_write(path, save, overwrite=overwrite)
+    write_probabilities(array, reference, path, overwrite)
 
 
 def _write_outputs(args: argparse.Namespace, refined: np.ndarray, image: sitk.Image) -> None:
@@ -138,11 +101,11 @@ def _write_outputs(args: argparse.Namespace, refined: np.ndarray, image: sitk.Im
 
     out = Path(args.output)
     if out.suffix.lower() == ".npy":
-        _save_npy(out, refined, args.overwrite)
+        _save_npy(out, refined, args.overwrite, image)
     else:
         labels = sitk.GetImageFromArray(refined.argmax(0).astype(np.uint8))
         labels.CopyInformation(image)
         write_image(labels, out, overwrite=args.overwrite)
     if args.probabilities_out:
-        _save_npy(Path(args.probabilities_out), refined, args.overwrite)
+        _save_npy(Path(args.probabilities_out), refined, args.overwrite, image)
     print(f"segdeep crf: wrote {out}")

@@ -17,7 +17,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from SegDeepLib.errors import SegDeepError
-from SegDeepLib.io import LabelTable, load_label_table, read_image, read_segmentation
+from SegDeepLib.io import LabelTable, load_label_table, read_image
+from SegDeepLib.io import read_label_map as io_read_label_map
 from SegDeepLib.metrics.cases import CasePairs, match_cases
 from SegDeepLib.metrics.em import EM_METRICS, stack_scores
 from SegDeepLib.metrics.labelmap import METRICS, check_label_maps, evaluate_label_maps
@@ -127,21 +128,9 @@ def _evaluate_cases(cases: CasePairs, table: LabelTable | None, labels_arg: str 
 
 
 def read_label_map(path: Path, table: LabelTable | None) -> tuple[sitk.Image, LabelTable | None]:
-    """Read a label map; a ``.seg.nrrd`` is renumbered to ``table``'s values by segment name."""
-    if not path.name.lower().endswith(".seg.nrrd"):
-        return _squeeze(read_image(path), path), None
-    image, own = read_segmentation(path)
-    if table is None:
-        return image, own
-    lookup = np.zeros(max(own.values, default=0) + 1, dtype=np.int64)
-    for label in own.labels:
-        if label.name not in table.names:
-            raise SegDeepError(f"{path}: segment {label.name!r} is not in the label table "
-                               f"({', '.join(table.names)})")
-        lookup[label.value] = table.by_name(label.name).value
-    renumbered = sitk.GetImageFromArray(lookup[sitk.GetArrayFromImage(image)].astype(np.uint16))
-    renumbered.CopyInformation(image)
-    return renumbered, table
+    """A label map (4D singleton squeezed); a ``.seg.nrrd`` renumbered to ``table`` by name."""
+    image, own = io_read_label_map(path, table)
+    return (image if own is not None else _squeeze(image, path)), own
 
 
 def _squeeze(image: sitk.Image, path: Path) -> sitk.Image:

@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from SegDeepLib.errors import SegDeepError
+from SegDeepLib.io.suffixes import LABEL_MAP_SUFFIXES as SEG_SUFFIXES
+from SegDeepLib.io.suffixes import PROBABILITY_SUFFIXES
 from SegDeepLib.progress import (
     JsonLinesReporter,
     ProgressCallback,
@@ -19,7 +19,6 @@ from SegDeepLib.progress import (
     log,
 )
 
-SEG_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha")
 # CRF parameters a user may override (``--crf-param NAME=VALUE``): name -> (type, smallest value,
 # smallest value allowed itself); the same names as ``inference.crf.params`` and ``crf_refine``.
 CRF_PARAMS: dict[str, tuple[type, float, bool]] = {
@@ -155,11 +154,9 @@ def _check_output(
     path: Path, overwrite: bool, what: str = "output", inputs: tuple[str, ...] = (), suffixes=SEG_SUFFIXES
 ) -> None:
     from SegDeepLib.io.atomic import check_output_path
+    from SegDeepLib.io.suffixes import require_suffix
 
-    if not path.name.lower().endswith(suffixes):
-        raise SegDeepError(
-            f"{path}: unsupported {what} format; use one of {', '.join(suffixes)}"
-        )
+    require_suffix(path, suffixes, what)
     check_output_path(path, overwrite, inputs)
 
 
@@ -217,36 +214,16 @@ def reporter(mode: str) -> ProgressCallback | None:
     return None
 
 
-def write_probabilities(probs: np.ndarray, reference: Any, path: Path, overwrite: bool) -> Path:
-    """``(K, k, j, i)`` probabilities as ``.npy`` or as a vector image on the reference grid."""
-    from SegDeepLib.io import write_image
-
-    if path.suffix == ".npy":
-        from SegDeepLib.io.atomic import atomic_write
-
-        def save(tmp: Path) -> None:
-            with open(tmp, "wb") as handle:
-                np.save(handle, probs.astype(np.float32))
-
-        return atomic_write(path, save, overwrite=overwrite)
-    import SimpleITK as sitk
-
-    image = sitk.GetImageFromArray(np.ascontiguousarray(np.moveaxis(probs, 0, -1)), isVector=True)
-    image.CopyInformation(reference)
-    return write_image(image, path, overwrite=overwrite)
-
-
 def segment_file(args: argparse.Namespace, progress: ProgressCallback | None) -> dict[str, str]:
     """Read, predict and write; returns the written paths."""
     from SegDeepLib.inference import Predictor
-    from SegDeepLib.io import read_image, write_segmentation
+    from SegDeepLib.io import read_image, write_probabilities, write_segmentation
 
     output = Path(args.output)
     _check_output(output, args.overwrite, inputs=(args.input,))
     probs_path = Path(args.probabilities) if args.probabilities else None
     if probs_path is not None:
-        suffixes = (".npy", *SEG_SUFFIXES[1:])
-        _check_output(probs_path, args.overwrite, "probabilities", (args.input, args.output), suffixes)
+        _check_output(probs_path, args.overwrite, "probabilities", (args.input, args.output), PROBABILITY_SUFFIXES)
     params = crf_params(args.crf_param)
     if params and args.crf is False:
         raise SegDeepError("--crf-param has no effect with --no-crf; drop one of them")

@@ -37,7 +37,8 @@ def _header(path: Path) -> Any:
     import SimpleITK as sitk
 
     from SegDeepLib.errors import SegDeepError
-    from SegDeepLib.io.image import _first_line, read_image
+    from SegDeepLib.io import read_image
+    from SegDeepLib.io.image import _first_line
     from SegDeepLib.io.integrity import check_complete
 
     if path.is_dir() or path.name.lower().endswith(".seg.nrrd"):

@@ -17,22 +17,15 @@ from SegDeepLib.io.integrity import (
     check_dicom_series,
     read_series_with_gaps,
 )
+from SegDeepLib.io.suffixes import FORMATS, require_suffix
 
 # ITK prints its warnings straight to stderr, before and around our one-line errors; the checks in
 # :mod:`SegDeepLib.io.integrity` report the same problems (naming the file) instead.
 sitk.ProcessObject.SetGlobalWarningDisplay(False)
 LOG = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
-WRITE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
-
-
-def _suffix(path: Path) -> str:
-    name = path.name.lower()
-    for suffix in sorted(IMAGE_SUFFIXES + (".seg.nrrd",), key=len, reverse=True):
-        if name.endswith(suffix):
-            return suffix
-    return path.suffix.lower()
+IMAGE_SUFFIXES = tuple(f.suffix for f in FORMATS if f.holds == "image")
+WRITE_SUFFIXES = tuple(f.suffix for f in FORMATS if f.holds == "image" and f.writable)
 
 
 def list_dicom_series(folder: str | os.PathLike) -> dict[str, list[str]]:
@@ -85,10 +78,11 @@ def _first_line(exc: Exception) -> str:
     return (useful or lines or ["unknown error"])[-1][:300]
 
 
-def read_image(
+def read_volume(
     path: str | os.PathLike, series_uid: str | None = None, allow_gaps: bool = False
 ) -> sitk.Image:
-    """Read a volume from a file or a DICOM series folder, keeping its exact geometry.
+    """Read a volume from an image file (ITK) or a DICOM series folder, keeping its exact geometry
+    (``.seg.nrrd`` files: :func:`SegDeepLib.io.formats.read_image`).
 
     Raises :class:`SegDeepError` naming the file for a missing, unreadable, truncated or non-image
     input, and for a DICOM series with an unreadable or missing slice (unless ``allow_gaps``).
@@ -102,10 +96,6 @@ def read_image(
         check_complete(path)
     except OSError as exc:
         raise SegDeepError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    if path.name.lower().endswith(".seg.nrrd"):
-        from SegDeepLib.io.segmentation import read_segmentation
-
-        return read_segmentation(path)[0]
     try:
         return sitk.ReadImage(str(path))
     except (RuntimeError, OSError) as exc:
@@ -179,9 +169,7 @@ def write_image(
     image: sitk.Image, path: str | os.PathLike, overwrite: bool = False, compress: bool = True
 ) -> Path:
     """Write a volume atomically (.nii.gz, .nii, .nrrd, .mha). Geometry is written as is."""
-    path = Path(path)
-    if _suffix(path) not in WRITE_SUFFIXES:
-        raise SegDeepError(f"{path}: unsupported output format; use one of {', '.join(WRITE_SUFFIXES)}")
+    path = require_suffix(path, WRITE_SUFFIXES)
     with atomic_path(path, overwrite=overwrite) as tmp:
         sitk.WriteImage(image, str(tmp), useCompression=compress)
     return path
