@@ -8,16 +8,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from SegDeepLib.cli.checks import check_input
 from SegDeepLib.errors import SegDeepError
 from SegDeepLib.io.suffixes import LABEL_MAP_SUFFIXES as SEG_SUFFIXES
 from SegDeepLib.io.suffixes import PROBABILITY_SUFFIXES
-from SegDeepLib.progress import (
-    JsonLinesReporter,
-    ProgressCallback,
-    ProgressEvent,
-    TextReporter,
-    log,
-)
+from SegDeepLib.progress import JsonLinesReporter, ProgressCallback, ProgressEvent, TextReporter
 
 # CRF parameters a user may override (``--crf-param NAME=VALUE``): name -> (type, smallest value,
 # smallest value allowed itself); the same names as ``inference.crf.params`` and ``crf_refine``.
@@ -94,14 +89,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--allow-gaps",
         action="store_true",
-        help="read a DICOM series with unreadable or missing slices anyway (warning; positions approximate)",
+        help="read a DICOM series with unreadable or missing slices anyway (warning): a missing "
+        "slice is interpolated from its neighbours, an unreadable end slice is left out",
     )
     parser.add_argument(
         "--memory-limit",
         type=float,
         default=None,
         metavar="GB",
-        help="memory budget checked before any work (default: $SEGDEEP_MEMORY_LIMIT_GB or 80%% of the available RAM)",
+        help="memory budget checked before any work "
+        "(default: $SEGDEEP_MEMORY_LIMIT_GB or 80%% of the available RAM)",
     )
     parser.set_defaults(func=run)
 
@@ -151,59 +148,17 @@ def with_crf_params(spec: dict[str, Any], params: dict[str, float | int]) -> dic
 
 
 def _check_output(
-    path: Path, overwrite: bool, what: str = "output", inputs: tuple[str, ...] = (), suffixes=SEG_SUFFIXES
+    path: Path,
+    overwrite: bool,
+    what: str = "output",
+    inputs: tuple[str, ...] = (),
+    suffixes: tuple[str, ...] = SEG_SUFFIXES,
 ) -> None:
     from SegDeepLib.io.atomic import check_output_path
     from SegDeepLib.io.suffixes import require_suffix
 
     require_suffix(path, suffixes, what)
     check_output_path(path, overwrite, inputs)
-
-
-def _warn(progress: ProgressCallback | None, message: str) -> None:
-    """A warning, once: a ``log`` event (level warning) with --progress json, which the Slicer
-    module shows in its panel and log; else a ``segdeep: warning:`` line on stderr."""
-    import sys
-
-    if isinstance(progress, JsonLinesReporter):
-        log(progress, message, "warning")
-    else:
-        print(f"segdeep: warning: {message}", file=sys.stderr)
-
-
-def _check_input(image: Any, predictor: Any, args: argparse.Namespace, progress: ProgressCallback | None) -> Any:
-    """File-named checks of the volume against the model, before any allocation or inference."""
-    from SegDeepLib.inference.settings import fast_preprocessing, inference_settings
-    from SegDeepLib.io import check_volume, intensity_warning
-    from SegDeepLib.preprocessing.guard import check_memory
-    from SegDeepLib.preprocessing.spec import validate_spec
-
-    image = check_volume(image, args.input)
-    spec = predictor.spec
-    try:
-        validate_spec(spec.get("preprocessing"))
-    except SegDeepError as exc:
-        raise SegDeepError(f"{predictor.name}: {exc}") from None
-    settings = inference_settings(spec, fast=args.fast, where=predictor.name)
-    given = spec.get("inference") or {}
-    main_spec = fast_preprocessing(spec, given) if args.fast else spec.get("preprocessing")
-    specs = [main_spec]
-    if settings["mode"] == "cascade":
-        specs.append(((given.get("cascade") or {}).get("stage1") or {}).get("preprocessing"))
-    check_memory(
-        image,
-        specs,
-        len(predictor.table.labels) + 1,
-        str(args.input),
-        args.memory_limit,
-        settings.get("tile_size"),
-        float(settings.get("overlap") or 0.0),
-        probabilities=args.probabilities is not None,
-    )
-    warning = intensity_warning(image, str(spec.get("modality", "CT")), str(spec.get("id")), str(args.input))
-    if warning:
-        _warn(progress, warning)
-    return image
 
 
 def reporter(mode: str) -> ProgressCallback | None:
@@ -223,7 +178,9 @@ def segment_file(args: argparse.Namespace, progress: ProgressCallback | None) ->
     _check_output(output, args.overwrite, inputs=(args.input,))
     probs_path = Path(args.probabilities) if args.probabilities else None
     if probs_path is not None:
-        _check_output(probs_path, args.overwrite, "probabilities", (args.input, args.output), PROBABILITY_SUFFIXES)
+        _check_output(
+            probs_path, args.overwrite, "probabilities", (args.input, args.output), PROBABILITY_SUFFIXES
+        )
     params = crf_params(args.crf_param)
     if params and args.crf is False:
         raise SegDeepError("--crf-param has no effect with --no-crf; drop one of them")
@@ -231,7 +188,7 @@ def segment_file(args: argparse.Namespace, progress: ProgressCallback | None) ->
     predictor = Predictor.load(args.model)
     if params:
         predictor.spec = with_crf_params(predictor.spec, params)
-    image = _check_input(image, predictor, args, progress)
+    image = check_input(image, predictor, args, progress)
     result = predictor.predict(
         image,
         organs=_organs(args.organs),
