@@ -57,32 +57,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def read_probabilities(path: Path, reference: sitk.Image) -> np.ndarray:
-    """(L, Z, Y, X) float32 probabilities from .npy or a 4D / vector image on ``reference``."""
-    if not path.exists():
-        raise SegDeepError(f"{path}: no such file")
-    if path.suffix.lower() == ".npy":
-        probs = np.load(path, allow_pickle=False)
-    else:
-        from SegDeepLib.io import read_image
-
-        img = read_image(path)
-        probs = sitk.GetArrayFromImage(img)
-        if img.GetNumberOfComponentsPerPixel() > 1:
-            probs = np.moveaxis(probs, -1, 0)
-        elif img.GetDimension() != 4:
-            raise SegDeepError(f"{path}: expected a 4D or vector image of class probabilities")
-    grid = sitk.GetArrayViewFromImage(reference).shape
-    if probs.ndim != 4 or probs.shape[1:] != grid or probs.shape[0] < 2:
-        raise SegDeepError(
-            f"{path}: probabilities of shape {probs.shape}; expected (L >= 2, {grid[0]}, "
-            f"{grid[1]}, {grid[2]}) on the image grid"
-        )
-    if not np.isfinite(probs).all() or probs.min() < 0:
-        raise SegDeepError(f"{path}: probabilities must be finite and non-negative")
-    return probs.astype(np.float32)
-
-
 def run(args: argparse.Namespace) -> int:
     if args.build_extension:
         from SegDeepLib.crf import available_backends
@@ -96,14 +70,15 @@ def run(args: argparse.Namespace) -> int:
     if not (args.probabilities and args.image and args.output):
         raise SegDeepError("segdeep crf: needs PROBS IMAGE -o OUT (see segdeep crf --help)")
     from SegDeepLib.inference.device import run_or_cpu, select_device
-    from SegDeepLib.io import read_image, require_3d
+    from SegDeepLib.io import read_image, read_probabilities, require_3d
     from SegDeepLib.progress import TextReporter
 
+    _check_outputs(args)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     progress = TextReporter()
     device = select_device(_device_for(args), progress)
     image = require_3d(read_image(args.image), args.image)
-    probs = read_probabilities(Path(args.probabilities), image)
+    probs = read_probabilities(args.probabilities, image)
     volume = sitk.GetArrayFromImage(image).astype(np.float32)
     refined = run_or_cpu(
         lambda dev: _refine(args, probs, volume, image, dev), device, progress, "CRF"
@@ -144,11 +119,23 @@ def _refine(
     return refined.cpu().numpy()
 
 
-def _save_npy(path: Path, array: np.ndarray, overwrite: bool) -> None:
-    if path.exists() and not overwrite:
-        raise SegDeepError(f"{path}: exists; pass --overwrite to replace it")
-    with open(path, "wb") as handle:
-        np.save(handle, array)
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Every output location checked before any work (none may be an input)."""
+    from SegDeepLib.io.atomic import check_output_path
+    from SegDeepLib.io.suffixes import PROBABILITY_SUFFIXES, require_suffix
+
+    inputs = (args.probabilities, args.image)
+    out = require_suffix(args.output, PROBABILITY_SUFFIXES)
+    check_output_path(out, args.overwrite, inputs)
+    if args.probabilities_out:
+        extra = require_suffix(args.probabilities_out, (".npy",), "--probabilities-out")
+        check_output_path(extra, args.overwrite, (*inputs, args.output))
+
+
+def _save_npy(path: Path, array: np.ndarray, overwrite: bool, reference: sitk.Image) -> None:
+    from SegDeepLib.io import write_probabilities
+
+    write_probabilities(array, reference, path, overwrite)
 
 
 def _write_outputs(args: argparse.Namespace, refined: np.ndarray, image: sitk.Image) -> None:
@@ -156,11 +143,11 @@ def _write_outputs(args: argparse.Namespace, refined: np.ndarray, image: sitk.Im
 
     out = Path(args.output)
     if out.suffix.lower() == ".npy":
-        _save_npy(out, refined, args.overwrite)
+        _save_npy(out, refined, args.overwrite, image)
     else:
         labels = sitk.GetImageFromArray(refined.argmax(0).astype(np.uint8))
         labels.CopyInformation(image)
         write_image(labels, out, overwrite=args.overwrite)
     if args.probabilities_out:
-        _save_npy(Path(args.probabilities_out), refined, args.overwrite)
+        _save_npy(Path(args.probabilities_out), refined, args.overwrite, image)
     print(f"segdeep crf: wrote {out}")

@@ -17,7 +17,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from SegDeepLib.errors import SegDeepError
-from SegDeepLib.io import LabelTable, load_label_table, read_image, read_segmentation
+from SegDeepLib.io import LabelTable, load_label_table, read_image
+from SegDeepLib.io import read_label_map as io_read_label_map
 from SegDeepLib.metrics.cases import CasePairs, match_cases
 from SegDeepLib.metrics.em import EM_METRICS, stack_scores
 from SegDeepLib.metrics.labelmap import METRICS, check_label_maps, evaluate_label_maps
@@ -54,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.tolerance_mm > 0:
         raise SegDeepError(f"--tolerance-mm: must be positive, got {args.tolerance_mm}")
     csv_path, json_path = args.output_dir / CSV_NAME, args.output_dir / JSON_NAME
+    _check_output_dir(args)
     for path in (csv_path, json_path):
         if path.exists() and not args.overwrite:
             raise SegDeepError(f"{path}: already exists; pass --overwrite or another --output-dir")
@@ -71,6 +73,26 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(summary, metrics if args.em else TABLE_METRICS))
     print(f"wrote {csv_path} and {json_path}")
     return 0
+
+
+def _check_output_dir(args: argparse.Namespace) -> None:
+    """The output folder must be a folder we can write in, and not one of the inputs."""
+    from SegDeepLib.io.atomic import check_output_path
+
+    out = args.output_dir
+    for source in (args.pred, args.gt):
+        if out.exists() and source.exists() and out.resolve() == source.resolve():
+            raise SegDeepError(f"{out}: is also an input; choose another --output-dir")
+    if out.exists() and not out.is_dir():
+        raise SegDeepError(f"{out}: is a file; --output-dir needs a folder")
+    if out.is_dir():
+        for name in (CSV_NAME, JSON_NAME):
+            check_output_path(out / name, args.overwrite, (args.pred, args.gt))
+    else:  # created with its parents when written: the nearest existing ancestor must be writable
+        ancestor = out
+        while not ancestor.exists() and ancestor != ancestor.parent:
+            ancestor = ancestor.parent
+        check_output_path(ancestor / ".segdeep-probe", True)
 
 
 def _report_unmatched(cases: CasePairs) -> None:
@@ -106,21 +128,9 @@ def _evaluate_cases(cases: CasePairs, table: LabelTable | None, labels_arg: str 
 
 
 def read_label_map(path: Path, table: LabelTable | None) -> tuple[sitk.Image, LabelTable | None]:
-    """Read a label map; a ``.seg.nrrd`` is renumbered to ``table``'s values by segment name."""
-    if not path.name.lower().endswith(".seg.nrrd"):
-        return _squeeze(read_image(path), path), None
-    image, own = read_segmentation(path)
-    if table is None:
-        return image, own
-    lookup = np.zeros(max(own.values, default=0) + 1, dtype=np.int64)
-    for label in own.labels:
-        if label.name not in table.names:
-            raise SegDeepError(f"{path}: segment {label.name!r} is not in the label table "
-                               f"({', '.join(table.names)})")
-        lookup[label.value] = table.by_name(label.name).value
-    renumbered = sitk.GetImageFromArray(lookup[sitk.GetArrayFromImage(image)].astype(np.uint16))
-    renumbered.CopyInformation(image)
-    return renumbered, table
+    """A label map (4D singleton squeezed); a ``.seg.nrrd`` renumbered to ``table`` by name."""
+    image, own = io_read_label_map(path, table)
+    return (image if own is not None else _squeeze(image, path)), own
 
 
 def _squeeze(image: sitk.Image, path: Path) -> sitk.Image:

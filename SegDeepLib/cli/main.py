@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 
 from SegDeepLib import __version__
 from SegDeepLib.errors import CancelledError, SegDeepError
@@ -38,6 +41,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (what the Slicer module's Cancel sends first) unwinds like Ctrl+C: temporary
+    files are removed by their ``finally`` blocks and the exit code is 130."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _os_error(exc: OSError) -> str:
+    where = exc.filename if exc.filename is not None else "segdeep"
+    return f"{where}: {exc.strerror or exc}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -46,7 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = [*args.overrides, *extra]
     try:
-        return int(args.func(args) or 0)
+        with _sigterm_as_interrupt():
+            return int(args.func(args) or 0)
     except CancelledError as exc:
         print(f"segdeep: cancelled: {exc}", file=sys.stderr)
         return 130
@@ -56,6 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("segdeep: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # disk full, permission denied...: the file and the reason, one line
+        print(f"segdeep: error: {_os_error(exc)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

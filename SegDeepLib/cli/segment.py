@@ -5,16 +5,15 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-
+from SegDeepLib.cli.checks import check_input
 from SegDeepLib.core.crf_params import BY_NAME as CRF_BY_NAME
 from SegDeepLib.core.crf_params import PARAMETERS as CRF_TABLE
 from SegDeepLib.errors import SegDeepError
+from SegDeepLib.io.suffixes import LABEL_MAP_SUFFIXES as SEG_SUFFIXES
+from SegDeepLib.io.suffixes import PROBABILITY_SUFFIXES
 from SegDeepLib.progress import JsonLinesReporter, ProgressCallback, ProgressEvent, TextReporter
 
-SEG_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha")
 # CRF parameters a user may override (``--crf-param NAME=VALUE``): name -> (type, smallest value,
 # smallest value allowed itself); read from the one table (``resources/crf/parameters.json``).
 CRF_PARAMS: dict[str, tuple[type, float, bool]] = {
@@ -82,6 +81,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--threads", type=int, default=None, help="CPU threads for torch (default: torch's)"
     )
+    parser.add_argument(
+        "--allow-gaps",
+        action="store_true",
+        help="read a DICOM series with unreadable or missing slices anyway (warning): a missing "
+        "slice is interpolated from its neighbours, an unreadable end slice is left out",
+    )
+    parser.add_argument(
+        "--memory-limit",
+        type=float,
+        default=None,
+        metavar="GB",
+        help="memory budget checked before any work "
+        "(default: $SEGDEEP_MEMORY_LIMIT_GB or 80%% of the available RAM)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -111,15 +124,18 @@ def crf_params(values: list[str] | None) -> dict[str, float | int]:
     return params
 
 
-def _check_output(path: Path, overwrite: bool, what: str = "output") -> None:
-    if not path.name.lower().endswith(SEG_SUFFIXES):
-        raise SegDeepError(
-            f"{path}: unsupported {what} format; use one of {', '.join(SEG_SUFFIXES)}"
-        )
-    if path.exists() and not overwrite:
-        raise SegDeepError(f"{path}: already exists; pass --overwrite to replace it")
-    if not path.parent.exists():
-        raise SegDeepError(f"{path.parent}: output folder does not exist; create it first")
+def _check_output(
+    path: Path,
+    overwrite: bool,
+    what: str = "output",
+    inputs: tuple[str, ...] = (),
+    suffixes: tuple[str, ...] = SEG_SUFFIXES,
+) -> None:
+    from SegDeepLib.io.atomic import check_output_path
+    from SegDeepLib.io.suffixes import require_suffix
+
+    require_suffix(path, suffixes, what)
+    check_output_path(path, overwrite, inputs)
 
 
 def reporter(mode: str) -> ProgressCallback | None:
@@ -130,37 +146,24 @@ def reporter(mode: str) -> ProgressCallback | None:
     return None
 
 
-def write_probabilities(probs: np.ndarray, reference: Any, path: Path, overwrite: bool) -> Path:
-    """``(K, k, j, i)`` probabilities as ``.npy`` or as a vector image on the reference grid."""
-    from SegDeepLib.io import write_image
-
-    if path.suffix == ".npy":
-        if path.exists() and not overwrite:
-            raise SegDeepError(f"{path}: already exists; pass --overwrite to replace it")
-        np.save(path, probs.astype(np.float32))
-        return path
-    import SimpleITK as sitk
-
-    image = sitk.GetImageFromArray(np.ascontiguousarray(np.moveaxis(probs, 0, -1)), isVector=True)
-    image.CopyInformation(reference)
-    return write_image(image, path, overwrite=overwrite)
-
-
 def segment_file(args: argparse.Namespace, progress: ProgressCallback | None) -> dict[str, str]:
     """Read, predict and write; returns the written paths."""
     from SegDeepLib.inference import Predictor
-    from SegDeepLib.io import read_image, write_segmentation
+    from SegDeepLib.io import read_image, write_probabilities, write_segmentation
 
     output = Path(args.output)
-    _check_output(output, args.overwrite)
+    _check_output(output, args.overwrite, inputs=(args.input,))
     probs_path = Path(args.probabilities) if args.probabilities else None
-    if probs_path is not None and probs_path.suffix != ".npy":
-        _check_output(probs_path, args.overwrite, "probabilities")
+    if probs_path is not None:
+        _check_output(
+            probs_path, args.overwrite, "probabilities", (args.input, args.output), PROBABILITY_SUFFIXES
+        )
     params = crf_params(args.crf_param)
     if params and args.crf is False:
         raise SegDeepError("--crf-param has no effect with --no-crf; drop one of them")
-    image = read_image(args.input, series_uid=args.series_uid)
+    image = read_image(args.input, series_uid=args.series_uid, allow_gaps=args.allow_gaps)
     predictor = Predictor.load(args.model)
+    image = check_input(image, predictor, args, progress)
     result = predictor.predict(
         image,
         organs=_organs(args.organs),

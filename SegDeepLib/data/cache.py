@@ -22,6 +22,7 @@ import SimpleITK as sitk
 from SegDeepLib.data.datasets import Case, Dataset, read_case_image, read_case_label
 from SegDeepLib.data.label_map import LabelMapping
 from SegDeepLib.errors import SegDeepError
+from SegDeepLib.io.atomic import follow_umask
 
 MAX_COORDS_PER_CLASS = 10000
 
@@ -117,6 +118,7 @@ class CaseCache:
 def _save(cached: CachedCase, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    follow_umask(tmp, folder=True)
     try:
         np.save(tmp / "image.npy", cached.image)
         np.save(tmp / "label.npy", cached.label)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -10,17 +11,21 @@ import SimpleITK as sitk
 
 from SegDeepLib.errors import SegDeepError
 from SegDeepLib.io.atomic import atomic_path
+from SegDeepLib.io.integrity import (
+    _candidate_slice_files,
+    check_complete,
+    check_dicom_series,
+    read_series_with_gaps,
+)
+from SegDeepLib.io.suffixes import FORMATS, require_suffix
 
-IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
-WRITE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
+# ITK prints its warnings straight to stderr, before and around our one-line errors; the checks in
+# :mod:`SegDeepLib.io.integrity` report the same problems (naming the file) instead.
+sitk.ProcessObject.SetGlobalWarningDisplay(False)
+LOG = logging.getLogger(__name__)
 
-
-def _suffix(path: Path) -> str:
-    name = path.name.lower()
-    for suffix in sorted(IMAGE_SUFFIXES + (".seg.nrrd",), key=len, reverse=True):
-        if name.endswith(suffix):
-            return suffix
-    return path.suffix.lower()
+IMAGE_SUFFIXES = tuple(f.suffix for f in FORMATS if f.holds == "image")
+WRITE_SUFFIXES = tuple(f.suffix for f in FORMATS if f.holds == "image" and f.writable)
 
 
 def list_dicom_series(folder: str | os.PathLike) -> dict[str, list[str]]:
@@ -30,7 +35,7 @@ def list_dicom_series(folder: str | os.PathLike) -> dict[str, list[str]]:
     return {uid: list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(folder, uid)) for uid in uids}
 
 
-def _read_dicom_folder(folder: Path, series_uid: str | None) -> sitk.Image:
+def _read_dicom_folder(folder: Path, series_uid: str | None, allow_gaps: bool = False) -> sitk.Image:
     series = list_dicom_series(folder)
     if not series:
         raise SegDeepError(f"{folder}: folder holds no DICOM series (no readable DICOM image files)")
@@ -43,6 +48,16 @@ def _read_dicom_folder(folder: Path, series_uid: str | None) -> sitk.Image:
         series_uid = next(iter(series))
     if series_uid not in series:
         raise SegDeepError(f"{folder}: no DICOM series {series_uid}; available: {', '.join(series)}")
+    try:
+        check_dicom_series(folder, series[series_uid], [f for files in series.values() for f in files])
+    except SegDeepError as exc:
+        if not allow_gaps:
+            raise
+        known = {f for files in series.values() for f in files}
+        image, notes = read_series_with_gaps(_series_files(folder, series[series_uid], known))
+        problem = str(exc).split("; complete the series")[0].split("; replace it")[0]
+        LOG.warning("segdeep: warning: %s; read with --allow-gaps: %s", problem, "; ".join(notes[:5]))
+        return image
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(series[series_uid])
     try:
@@ -51,29 +66,39 @@ def _read_dicom_folder(folder: Path, series_uid: str | None) -> sitk.Image:
         raise SegDeepError(f"{folder}: cannot read DICOM series {series_uid}: {_first_line(exc)}") from None
 
 
+def _series_files(folder: Path, files: list[str], known: set[str]) -> list[str]:
+    """The series' files plus the unreadable candidates beside them (their slices are tried too)."""
+    others = [str(p) for p in _candidate_slice_files(folder) if str(p) not in known]
+    return list(files) + others
+
+
 def _first_line(exc: Exception) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     useful = [line for line in lines if "ERROR" not in line.upper()[:8]]
     return (useful or lines or ["unknown error"])[-1][:300]
 
 
-def read_image(path: str | os.PathLike, series_uid: str | None = None) -> sitk.Image:
-    """Read a volume from a file or a DICOM series folder, keeping its exact geometry.
+def read_volume(
+    path: str | os.PathLike, series_uid: str | None = None, allow_gaps: bool = False
+) -> sitk.Image:
+    """Read a volume from an image file (ITK) or a DICOM series folder, keeping its exact geometry
+    (``.seg.nrrd`` files: :func:`SegDeepLib.io.formats.read_image`).
 
-    Raises :class:`SegDeepError` naming the file for a missing, unreadable or non-image input.
+    Raises :class:`SegDeepError` naming the file for a missing, unreadable, truncated or non-image
+    input, and for a DICOM series with an unreadable or missing slice (unless ``allow_gaps``).
     """
     path = Path(path)
     if not path.exists():
         raise SegDeepError(f"{path}: no such file or folder")
     if path.is_dir():
-        return _read_dicom_folder(path, series_uid)
-    if path.name.lower().endswith(".seg.nrrd"):
-        from SegDeepLib.io.segmentation import read_segmentation
-
-        return read_segmentation(path)[0]
+        return _read_dicom_folder(path, series_uid, allow_gaps)
+    try:
+        check_complete(path)
+    except OSError as exc:
+        raise SegDeepError(f"{path}: cannot read ({exc.strerror or exc})") from None
     try:
         return sitk.ReadImage(str(path))
-    except RuntimeError as exc:
+    except (RuntimeError, OSError) as exc:
         raise SegDeepError(f"{path}: not a readable image ({_first_line(exc)})") from None
 
 
@@ -104,13 +129,47 @@ def check_finite(image: sitk.Image, name: str = "image") -> None:
             raise SegDeepError(f"{name}: {bad} voxels are NaN or infinite; fix or mask them before segmenting")
 
 
+def check_volume(image: sitk.Image, name: str | os.PathLike) -> sitk.Image:
+    """The checks every segmentation input needs, each error naming the file: a 3D scalar
+    volume (2D, 4D, RGB refused), no NaN/Inf voxels, not a constant image."""
+    name = str(name)
+    image = require_3d(image, name)
+    check_finite(image, name)
+    array = sitk.GetArrayViewFromImage(image)
+    if array.size and array.min() == array.max():
+        raise SegDeepError(
+            f"{name}: every voxel has the same value ({array.flat[0]}); the image holds no anatomy "
+            "(an empty or blank export?)"
+        )
+    return image
+
+
+def intensity_warning(image: sitk.Image, modality: str, model: str, name: str) -> str | None:
+    """A warning when the voxel values do not fit the model card's modality (uint8 or MR-like
+    input to a CT model, CT-like input to an MR model), else ``None``."""
+    array = sitk.GetArrayViewFromImage(image)
+    if not array.size:
+        return None
+    low, high = float(array.min()), float(array.max())
+    reason = None
+    if modality.upper() == "CT":
+        if image.GetPixelID() == sitk.sitkUInt8:
+            reason = f"8-bit voxels ({low:g}..{high:g}) cannot be CT Hounsfield units"
+        elif low > -200:
+            reason = (f"values {low:g}..{high:g} have nothing below -200 (no air, lung or fat): "
+                      "not a CT in Hounsfield units (an MR, or a rescaled export?)")
+    elif modality.upper() == "MR" and low < -500:
+        reason = f"values {low:g}..{high:g} look like CT Hounsfield units, not MR"
+    if reason is None:
+        return None
+    return f"{name}: {reason}; model {model!r} expects {modality}, so its result will not be meaningful"
+
+
 def write_image(
     image: sitk.Image, path: str | os.PathLike, overwrite: bool = False, compress: bool = True
 ) -> Path:
     """Write a volume atomically (.nii.gz, .nii, .nrrd, .mha). Geometry is written as is."""
-    path = Path(path)
-    if _suffix(path) not in WRITE_SUFFIXES:
-        raise SegDeepError(f"{path}: unsupported output format; use one of {', '.join(WRITE_SUFFIXES)}")
+    path = require_suffix(path, WRITE_SUFFIXES)
     with atomic_path(path, overwrite=overwrite) as tmp:
         sitk.WriteImage(image, str(tmp), useCompression=compress)
     return path

@@ -31,11 +31,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from SegDeepLib.core.model_card import SPEC_FILE, read_spec
+from SegDeepLib.core.model_card import SPEC_FILE, WEIGHTS_FILE, read_spec, weights_name
 from SegDeepLib.errors import SegDeepError
+from SegDeepLib.io.atomic import follow_umask
 
 FORMAT = "segdeep-model/1"
-WEIGHTS_FILE = "weights.pt"
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -63,6 +63,7 @@ def save_model_folder(
         raise SegDeepError(f"{folder}: already exists; choose another folder or pass overwrite")
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    follow_umask(tmp, folder=True)
     try:
         weights = {key: {name: _store(t, half) for name, t in sd.items()} for key, sd in state_dicts.items()}
         torch.save(weights, tmp / WEIGHTS_FILE)
@@ -93,13 +94,26 @@ def _store(tensor: Any, half: bool) -> Any:
     return tensor.clone()
 
 
+def weights_path(folder: str | os.PathLike, spec: dict[str, Any]) -> Path:
+    """The weights file, checked to resolve inside ``folder`` (symbolic links included)."""
+    folder = Path(folder)
+    path = folder / weights_name(spec, folder / SPEC_FILE)
+    try:
+        path.resolve().relative_to(folder.resolve())
+    except ValueError:
+        raise SegDeepError(
+            f"{path}: resolves to {path.resolve()}, outside the model folder (a symbolic link?); refusing"
+        ) from None
+    return path
+
+
 def load_weights(folder: str | os.PathLike, spec: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
     """Verify the sha256 and load the state dicts safely (``weights_only=True``), as float32."""
     import torch
 
     folder = Path(folder)
     spec = spec or read_spec(folder)
-    path = folder / spec["weights"]["file"]
+    path = weights_path(folder, spec)
     if not path.exists():
         raise SegDeepError(f"{path}: weights file missing; reinstall or re-export model {spec['id']!r}")
     expected = spec["weights"].get("sha256")
@@ -108,6 +122,14 @@ def load_weights(folder: str | os.PathLike, spec: dict[str, Any] | None = None) 
         raise SegDeepError(f"{path}: sha256 mismatch (expected {expected}, got {actual}); the file is corrupt or was changed")
     try:
         weights = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise SegDeepError(f"{path}: cannot load weights safely ({exc})") from None
+    except Exception as exc:  # torch's message suggests weights_only=False: never pass that on
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+            first = "it holds pickled Python objects, which SegDeep never loads"
+        raise SegDeepError(
+            f"{path}: not a tensors-only weights file ({first[:200]}); save plain state_dicts "
+            "(segdeep train / export write them)"
+        ) from None
+    if not isinstance(weights, dict) or not all(isinstance(sd, dict) for sd in weights.values()):
+        raise SegDeepError(f"{path}: expected {{network: state_dict}}; re-export the model")
     return {key: {n: (t.float() if t.is_floating_point() else t) for n, t in sd.items()} for key, sd in weights.items()}

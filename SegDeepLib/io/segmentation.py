@@ -10,6 +10,7 @@ import SimpleITK as sitk
 
 from SegDeepLib.errors import SegDeepError
 from SegDeepLib.io.atomic import atomic_path
+from SegDeepLib.io.image import write_image
 from SegDeepLib.io.labels import Label, LabelTable, slicer_terminology
 
 
@@ -78,8 +79,6 @@ def write_segmentation(
     Segments absent from the label map are still written (empty), so Slicer shows every organ the
     model knows. Values not in the table raise an error.
     """
-    from SegDeepLib.io.image import write_image
-
     path = Path(path)
     array = sitk.GetArrayViewFromImage(labelmap)
     unknown = sorted(set(np.unique(array).tolist()) - {0} - set(table.values))

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from SegDeepLib.errors import SegDeepError
+from SegDeepLib.io.atomic import follow_umask
 
 
 def rng_state() -> dict[str, Any]:
@@ -52,6 +53,7 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        follow_umask(tmp)
         with os.fdopen(fd, "wb") as handle:
             torch.save(state, handle)
             handle.flush()

@@ -11,12 +11,20 @@ import os
 import shutil
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from SegDeepLib.errors import SegDeepError
+from SegDeepLib.io.atomic import check_output_path, follow_umask
 from SegDeepLib.io.labels import LabelTable
-from SegDeepLib.io.model_folder import SPEC_FILE, load_weights, read_spec, save_model_folder
+from SegDeepLib.io.model_folder import (
+    SPEC_FILE,
+    load_weights,
+    read_spec,
+    save_model_folder,
+    weights_name,
+)
 from SegDeepLib.training.config import TrainConfig
 from SegDeepLib.training.setup import DataSetup
 
@@ -118,17 +126,20 @@ def _check_inference(spec: dict[str, Any]) -> None:
 def export_zip(folder: str | os.PathLike, target: str | os.PathLike, overwrite: bool = False) -> Path:
     """Zip a model folder (checked: spec readable, weights' sha256 valid)."""
     folder, target = Path(folder), Path(target)
+    if not folder.is_dir():
+        raise SegDeepError(f"{folder}: no such model folder")
+    if target.suffix.lower() != ".zip":
+        raise SegDeepError(f"{target}: the output must be a .zip file")
+    check_output_path(target, overwrite, inputs=(folder,))
     spec = read_spec(folder)
     load_weights(folder, spec)
-    if target.exists() and not overwrite:
-        raise SegDeepError(f"{target}: already exists; choose another name or pass --overwrite")
-    target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
+    follow_umask(tmp)
     try:
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
             for path in sorted(folder.rglob("*")):
-                if path.is_file():
+                if path.is_file() and not path.samefile(tmp):
                     archive.write(path, path.relative_to(folder).as_posix())
         os.replace(tmp, target)
     finally:
@@ -149,34 +160,84 @@ def _safe_members(archive: zipfile.ZipFile, zip_path: Path) -> list[zipfile.ZipI
     return members
 
 
-def import_zip(zip_path: str | os.PathLike, target: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Unpack a model zip into ``target`` (atomically), then verify it like any model folder."""
-    zip_path, target = Path(zip_path), Path(target)
-    if not zipfile.is_zipfile(zip_path):
-        raise SegDeepError(f"{zip_path}: not a zip file")
-    if target.exists() and not overwrite:
-        raise SegDeepError(f"{target}: already exists; choose another folder or pass --overwrite")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+def _zip_spec(archive: zipfile.ZipFile, members: list[zipfile.ZipInfo], root: str, zip_path: Path) -> dict[str, Any]:
+    """The zip's ``model.json``, read from the archive before anything is extracted."""
+    import json
+
+    wanted = str(PurePosixPath(root) / SPEC_FILE) if root else SPEC_FILE
+    info = next((m for m in members if m.filename == wanted), None)
+    if info is None:
+        raise SegDeepError(f"{zip_path}: not a SegDeep model zip (no {SPEC_FILE}); export it with segdeep export")
     try:
-        with zipfile.ZipFile(zip_path) as archive:
-            members = _safe_members(archive, zip_path)
-            root = _common_root(members)
-            for info in members:
-                if info.is_dir():
-                    continue
-                relative = PurePosixPath(info.filename).relative_to(root) if root else PurePosixPath(info.filename)
-                out = tmp / Path(*relative.parts)
-                out.parent.mkdir(parents=True, exist_ok=True)
-                with archive.open(info) as src, open(out, "wb") as dst:
-                    shutil.copyfileobj(src, dst)
-        load_weights(tmp, read_spec(tmp))
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        spec = json.loads(archive.read(info).decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise SegDeepError(f"{zip_path}: {wanted} is not valid JSON ({exc})") from None
+    if not isinstance(spec, dict) or not isinstance(spec.get("id"), str) or not spec["id"].strip():
+        raise SegDeepError(f"{zip_path}: {wanted} has no model 'id'")
+    weights_name(spec, f"{zip_path}: {wanted}")
+    return spec
+
+
+def _safe_id(model_id: str, zip_path: Path) -> str:
+    name = model_id.strip()
+    if name in (".", "..") or "/" in name or "\\" in name or name.startswith("."):
+        raise SegDeepError(f"{zip_path}: model id {model_id!r} is not a usable folder name; pass -o FOLDER")
+    return name
+
+
+def import_zip(
+    zip_path: str | os.PathLike, target: str | os.PathLike | None = None, overwrite: bool = False
+) -> Path:
+    """Unpack a model zip into ``target`` (default: ``$SEGDEEP_MODELS_DIR/<id>``) atomically, then
+    verify it like any model folder. Nothing is written unless every check passes."""
+    zip_path = Path(zip_path)
+    if not zip_path.is_file():
+        raise SegDeepError(f"{zip_path}: no such file" if not zip_path.exists() else f"{zip_path}: not a file")
+    if not zipfile.is_zipfile(zip_path):
+        raise SegDeepError(f"{zip_path}: not a zip file (export models with segdeep export)")
+    try:
+        archive = zipfile.ZipFile(zip_path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise SegDeepError(f"{zip_path}: unreadable zip ({exc})") from None
+    with archive:
+        members = _safe_members(archive, zip_path)
+        root = _common_root(members)
+        spec = _zip_spec(archive, members, root, zip_path)
+        if target is None:
+            from SegDeepLib.inference.catalogue import user_models_dir
+
+            models = user_models_dir()
+            models.mkdir(parents=True, exist_ok=True)
+            target = models / _safe_id(spec["id"], zip_path)
+        target = check_output_path(Path(target), overwrite, inputs=(zip_path,), folder=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        follow_umask(tmp, folder=True)
+        try:
+            _extract(archive, members, root, tmp, zip_path)
+            try:
+                load_weights(tmp, read_spec(tmp))
+            except SegDeepError as exc:  # name the zip, not the temporary folder
+                raise SegDeepError(str(exc).replace(str(tmp), f"{zip_path}:")) from None
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _extract(archive: zipfile.ZipFile, members: list[zipfile.ZipInfo], root: str, tmp: Path, zip_path: Path) -> None:
+    for info in members:
+        if info.is_dir():
+            continue
+        relative = PurePosixPath(info.filename).relative_to(root) if root else PurePosixPath(info.filename)
+        out = tmp / Path(*relative.parts)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with archive.open(info) as src, open(out, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+        except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+            raise SegDeepError(f"{zip_path}: member {info.filename!r} is corrupt ({exc})") from None
 
 
 def _common_root(members: list[zipfile.ZipInfo]) -> str:
