@@ -76,11 +76,21 @@ def test_validate_case_uses_inference_path_and_matches_reference():
     model = ValidConv().eval()
     rng = np.random.default_rng(3)
     image = rng.normal(size=(1, 13, 17, 11)).astype(np.float32)
-    ref_probs = predict_probabilities_3d(model, image, (8, 8, 8), 0.5, 3, torch.device("cpu"))
-    label = ref_probs.argmax(0).astype(np.uint8)
-    case = CachedCase("c", image, label, None, (1.0, 1.0, 1.0), [True, True, False], {})
+    # the prediction, independently: one forward of the zero-padded volume (valid convolutions)
+    with torch.no_grad():
+        whole = model(torch.from_numpy(np.pad(image, [(0, 0)] + [(2, 2)] * 3))[None])[0]
+    pred = whole.argmax(0).numpy()
+    # a reference that disagrees with it in a known way
+    label = pred.copy()
+    label[:4][label[:4] == 1] = 0  # class-1 voxels of the first slices missed
+    label[-3:, :5] = 1  # and a block labelled 1 the network does not all call 1
+    tp = int(((pred == 1) & (label == 1)).sum())
+    expected = 2.0 * tp / (int((pred == 1).sum()) + int((label == 1).sum()))
+    assert 0.3 < expected < 0.95
+    case = CachedCase("c", image, label.astype(np.uint8), None, (1.0, 1.0, 1.0), [True, True, False], {})
     scores = validate_case(model, case, "patch3d", (8, 8, 8), 0.5, 3, 1, 3, torch.device("cpu"))
-    assert scores[0] == pytest.approx(1.0) and scores[1] is None  # class 2 not annotated -> None
+    assert scores[0] == pytest.approx(expected, abs=1e-12)
+    assert scores[1] is None  # class 2 not annotated -> None
 
 
 class SequenceLength(nn.Module):
