@@ -7,13 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from SegDeepLib.training.validation import (
-    crop_to_output,
-    dice_per_class,
-    mean_dice,
-    predict_probabilities_3d,
-    predict_slices,
-)
+from SegDeepLib.inference.slices import predict_slices
+from SegDeepLib.inference.sliding_window import TileSettings, sliding_window
+from SegDeepLib.training.validation import crop_to_output, dice_per_class, mean_dice
 
 
 class ValidConv(nn.Module):
@@ -32,9 +28,11 @@ class ValidConv(nn.Module):
 
 
 def test_tiles_equal_one_whole_volume_forward_for_valid_convolutions():
+    # the tiling training uses (cascade stage-1 regions): constant weights, zero padding
     model = ValidConv().eval()
     image = np.random.default_rng(0).normal(size=(1, 13, 17, 11)).astype(np.float32)
-    probs = predict_probabilities_3d(model, image, (8, 8, 8), 0.5, 3, torch.device("cpu"))
+    tiles = TileSettings((8, 8, 8), overlap=0.5, weighting="constant")
+    probs = sliding_window(image, model, tiles, torch.device("cpu")).numpy()
     padded = np.pad(image, [(0, 0)] + [(2, 2)] * 3)
     with torch.no_grad():
         whole = torch.softmax(model(torch.from_numpy(padded)[None]), 1)[0].numpy()
@@ -46,7 +44,8 @@ def test_slices_equal_per_slice_forward():
     torch.manual_seed(1)
     model = nn.Conv2d(3, 2, 3, padding=1).eval()
     image = np.random.default_rng(1).normal(size=(1, 6, 9, 10)).astype(np.float32)
-    probs = predict_slices(model, image, 3, None, 2, torch.device("cpu"))
+    # the slice path validation uses for 2D models (context 3 slices = 1 on each side)
+    probs = predict_slices(image, model, torch.device("cpu"), batch_size=8, context=1).numpy()
     padded = np.pad(image, [(0, 0), (1, 1), (0, 0), (0, 0)], mode="edge")
     with torch.no_grad():
         for z in range(6):
