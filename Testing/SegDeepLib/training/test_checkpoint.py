@@ -78,3 +78,48 @@ def test_clean_stale_temporaries_removes_only_hidden_temporaries(tmp_path):
         (tmp_path / name).write_bytes(b"x")
     clean_stale_temporaries(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(keep)
+
+
+def test_numpy_rng_keys_are_stored_as_exact_integers(tmp_path):
+    np.random.seed(5)
+    state = load_checkpoint(save_checkpoint(tmp_path / "c.pt", {"rng": rng_state()}))["rng"]
+    keys = state["numpy"]["keys"]
+    assert keys.dtype == torch.int64
+    np.testing.assert_array_equal(keys.numpy(), np.random.get_state()[1])
+
+
+def test_temporary_is_hidden_beside_the_target(tmp_path, monkeypatch):
+    """Written in the target's folder (an atomic rename), hidden and named so that
+    clean_stale_temporaries finds it after a kill."""
+    seen = []
+    real_save = torch.save
+
+    def spy(obj, handle):
+        seen.extend(p.name for p in (tmp_path / "a" / "b").iterdir())
+        real_save(obj, handle)
+
+    monkeypatch.setattr(torch, "save", spy)
+    save_checkpoint(tmp_path / "a" / "b" / "last.pt", {"x": 1})  # creates missing parents
+    assert len(seen) == 1 and seen[0].startswith(".last.pt.") and seen[0].endswith(".tmp")
+    assert [p.name for p in (tmp_path / "a" / "b").iterdir()] == ["last.pt"]
+
+
+class Arbitrary:
+    """A class a pickle may name: loading it would run arbitrary code paths."""
+
+
+def test_checkpoints_load_tensors_and_plain_types_only(tmp_path):
+    torch.save({"x": Arbitrary()}, tmp_path / "pickle.pt")
+    with pytest.raises(SegDeepError, match="unreadable checkpoint"):
+        load_checkpoint(tmp_path / "pickle.pt")
+
+
+def test_cuda_rng_restored_only_when_saved_and_available(monkeypatch):
+    calls = []
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", calls.append)
+    state = rng_state()
+    for available in (False, True):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda a=available: a)
+        set_rng_state({k: v for k, v in state.items() if k != "cuda"})
+        set_rng_state({**state, "cuda": ["saved"]})
+    assert calls == [["saved"]]
