@@ -6,7 +6,7 @@ STAMP := $(VENV)/.segdeep-installed
 # UTF-8 I/O even where the environment sets no locale (CI)
 export PYTHONUTF8 := 1
 
-.PHONY: demo test test-pythonqt lint venv clean
+.PHONY: demo test test-pythonqt lint venv clean mutation
 
 venv: $(STAMP)
 
@@ -33,5 +33,22 @@ test-pythonqt: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check SegDeepLib SegDeep Testing benchmarks
 
+# Mutation check of the core (not part of `make test`; run before a release). Scope: the functions
+# in Testing/mutation_summary.py; MUTANTS narrows it (e.g. MUTANTS='SegDeepLib.io.layout*').
+# Results accumulate in mutants/ (a rerun only runs what changed). See Testing/README.md.
+MUTMUT := $(VENV)/bin/mutmut
+SEGDEEP_SHARED_DATA ?= $(abspath ..)/shared/data
+MUTANTS ?= 'SegDeepLib.metrics.overlap*' 'SegDeepLib.metrics.surface*' \
+	'SegDeepLib.losses.overlap*' 'SegDeepLib.losses.base*' 'SegDeepLib.io.layout*' \
+	'SegDeepLib.inference.sliding_window*' 'SegDeepLib.training.checkpoint*' \
+	'SegDeepLib.crf.crfrnn.xǁCRFRNNǁ_mean_field__mutmut_*' \
+	'SegDeepLib.crf.crfrnn.x__mean_field_inplace__mutmut_*' \
+	'SegDeepLib.crf.crfrnn.x__leading_probabilities*' 'SegDeepLib.crf.crfrnn.x__add_coupled__mutmut_*'
+
+mutation: $(STAMP)
+	$(PY) -m pip install --quiet mutmut==3.8.1
+	SEGDEEP_SHARED_DATA=$(SEGDEEP_SHARED_DATA) nice -n 15 $(MUTMUT) run --max-children 2 $(MUTANTS)
+	$(PY) Testing/mutation_summary.py mutants
+
 clean:
-	rm -rf $(VENV) demo_output .pytest_cache
+	rm -rf $(VENV) demo_output .pytest_cache mutants

@@ -1,7 +1,9 @@
 """Cascade stage 2 data: C2 = the stage-1 model's prediction on each training case, dilated.
 
 ``StageRegions(model_folder, dilation_mm)(case, image) -> region mask on the image's grid``. Stage 1
-runs with non-overlapping tiles (the cascade paper), through the same adapter validation uses.
+is loaded as the inference package loads any model folder (:meth:`Predictor.from_folder`) and runs
+through the inference sliding window (tiles and overlap from its ``inference`` settings, by default
+non-overlapping as in the cascade paper; constant weights, zero padding).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import torch
 
 from SegDeepLib.data.datasets import Case
 from SegDeepLib.errors import SegDeepError
-from SegDeepLib.io.model_folder import load_weights, read_spec
+from SegDeepLib.io.model_folder import read_spec
 
 
 class StageRegions:
@@ -29,25 +31,24 @@ class StageRegions:
         self._model = None
 
     def model(self) -> torch.nn.Module:
+        """The stage-1 network, built and loaded (sha256-checked) by the inference package."""
         if self._model is None:
-            from SegDeepLib.models import build_model
+            from SegDeepLib.inference.predictor import Predictor
 
-            self._model = build_model(self.spec["networks"]["main"])
-            self._model.load_state_dict(load_weights(self.folder, self.spec)["main"])
-            self._model.eval()
+            self._model = Predictor.from_folder(self.folder).networks["main"]
         return self._model
 
     def predict(self, image: sitk.Image) -> sitk.Image:
         """Stage-1 label map on the image's grid."""
+        from SegDeepLib.inference.sliding_window import TileSettings, sliding_window
         from SegDeepLib.preprocessing import preprocess
-        from SegDeepLib.training.validation import predict_probabilities_3d
 
         pre = preprocess(image, self.spec["preprocessing"])
         settings = self.spec.get("inference", {})
-        num_classes = len(self.spec["labels"]["labels"]) + 1
-        probs = predict_probabilities_3d(self.model(), pre.array, settings.get("tile_size", [64, 64, 64]),
-                                         settings.get("overlap", 0.0), num_classes, torch.device("cpu"))
-        return pre.to_input_grid(probs.argmax(0).astype(np.uint8), is_label=True)
+        tiles = TileSettings(tuple(int(t) for t in settings.get("tile_size", [64, 64, 64])),
+                             overlap=float(settings.get("overlap", 0.0)), weighting="constant")
+        probs = sliding_window(pre.array, self.model(), tiles, torch.device("cpu"))
+        return pre.to_input_grid(probs.argmax(0).numpy().astype(np.uint8), is_label=True)
 
     def __call__(self, case: Case, image: sitk.Image) -> sitk.Image:
         from SegDeepLib.preprocessing import dilate_foreground

@@ -79,8 +79,7 @@ def test_same_models_as_segdeeplib_including_user_models(catalogue, tmp_path, mo
 
 def test_shipped_catalogue_loads_when_present(catalogue):
     path = catalogue.defaultCataloguePath()
-    if not path.exists():
-        pytest.skip("SegDeepLib ships no catalogue yet")
+    assert path.exists(), f"the shipped catalogue is missing: {path}"
     models = catalogue.loadCatalogue()
     assert models and all(m.id and m.organs for m in models)
 

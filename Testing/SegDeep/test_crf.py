@@ -55,8 +55,7 @@ def test_shipped_crf_model_defaults_equal_its_model_json(crf):
     from SegDeepHelpers import catalogue
 
     models = {m.id: m for m in catalogue.loadCatalogue()}
-    if "bladder-vnet-crf" not in models:
-        pytest.skip("the bladder CRF model is not shipped")
+    assert "bladder-vnet-crf" in models, "the bladder CRF model is missing from the catalogue"
     path = catalogue.defaultCataloguePath().parent / "bladder-vnet-crf" / "model.json"
     params = json.loads(path.read_text())["inference"]["crf"]["params"]
     assert crf.modelDefaults(models["bladder-vnet-crf"]) == params

@@ -197,8 +197,7 @@ def test_dicom_folder_input(tmp_path):
 
 def test_default_model_on_the_real_ct_writes_a_seg_nrrd_on_its_grid(tmp_path):
     """The issue's 'done when': the real CT, the catalogue's default model, slicerio reads it back."""
-    if not CATALOGUE_FILE.exists():
-        pytest.skip("no shipped model yet")
+    assert CATALOGUE_FILE.exists(), f"the shipped catalogue is missing: {CATALOGUE_FILE}"
     ct_path = shared_file("totalsegmentator-testfiles/ct_abdomen_pelvis_3mm/example_ct.nii.gz")
     out = tmp_path / "out.seg.nrrd"
     assert (

@@ -19,6 +19,7 @@ import torch
 
 from SegDeepLib.crf import CRFRNN, available_backends, backends, extension
 from SegDeepLib.crf.build_lock import FileLock
+from SegDeepLib.errors import SegDeepError
 
 
 def _nvcc() -> str | None:
@@ -110,7 +111,7 @@ def test_cuda_backend_reports_unavailable_without_gpu():
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
     assert "cuda" not in available_backends()
-    with pytest.raises(Exception, match="cuda"):
+    with pytest.raises(SegDeepError, match="cuda"):
         backends.resolve_backend("cuda", torch.device("cpu"))
 
 

@@ -14,6 +14,7 @@ from SegDeepLib.crf import (
     release_memory,
     set_cache_limit,
 )
+from SegDeepLib.errors import SegDeepError
 
 pytestmark = pytest.mark.skipif(
     "cpp" not in available_backends(), reason="the C++ CRF extension is not available"
@@ -171,7 +172,7 @@ def test_limit_from_environment(ext, monkeypatch):
         assert memory.cache_limit_mb() == memory.default_cache_limit_mb()
     monkeypatch.delenv(memory.CACHE_ENV)
     assert 0 < memory.default_cache_limit_mb() <= memory.CACHE_MAX_MB
-    with pytest.raises(Exception, match="cache limit"):
+    with pytest.raises(SegDeepError, match="cache limit"):
         set_cache_limit(-1)
 
 

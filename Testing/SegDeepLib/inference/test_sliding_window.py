@@ -200,3 +200,130 @@ def test_channels_last_gives_the_same_probabilities():
     fast = sliding_window(volume, net, TileSettings((8, 8, 8), 0.5, channels_last=True))
     assert net[0].weight.is_contiguous(memory_format=torch.channels_last_3d)
     torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-5)
+
+
+# ----- every TileSettings field against a reference that shares no code with the library -----
+class TilePositionNet(torch.nn.Module):
+    """Valid convolution (margin 1) plus a fixed bias per output-tile position: overlapping tiles
+    disagree at a voxel, so the weighting (and its sigma) decides the average; the border padding
+    reaches the output through the margin."""
+
+    def __init__(self, channels: int, out_tile: tuple[int, ...], classes: int = 3) -> None:
+        super().__init__()
+        gen = torch.Generator().manual_seed(len(out_tile) + channels)
+        conv = torch.nn.Conv3d if len(out_tile) == 3 else torch.nn.Conv2d
+        self.conv = conv(channels, classes, 3)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.randn(self.conv.weight.shape, generator=gen) * 0.3)
+            self.conv.bias.zero_()
+        self.register_buffer("position_bias", torch.randn(1, classes, *out_tile, generator=gen) * 2)
+        self.batches: list[int] = []
+
+    def output_size(self, size):
+        return tuple(int(s) - 2 for s in size)
+
+    def forward(self, x):
+        self.batches.append(x.shape[0])
+        return self.conv(x) + self.position_bias
+
+
+def _reference_starts(size: int, tile: int, overlap: float) -> list[int]:
+    """The documented rule: steps of round(tile * (1 - overlap)); the last tile ends at the end."""
+    if size <= tile:
+        return [0]
+    step = max(1, round(tile * (1.0 - overlap)))
+    return sorted(set(list(range(0, size - tile, step)) + [size - tile]))
+
+
+def _reference_weight(out_tile, weighting: str, sigma_scale: float) -> np.ndarray:
+    """exp(-x^2 / (2 (sigma_scale n)^2)) per axis about the tile centre, peak 1, floor 1e-3."""
+    w = np.ones(out_tile)
+    if weighting == "constant":
+        return w
+    for axis, n in enumerate(out_tile):
+        x = np.arange(n) - (n - 1) / 2.0
+        shape = [1] * len(out_tile)
+        shape[axis] = n
+        w = w * np.exp(-(x**2) / (2.0 * (sigma_scale * n) ** 2)).reshape(shape)
+    return np.maximum(w / w.max(), 1e-3)
+
+
+def _reference_sliding_window(volume: np.ndarray, net, s: TileSettings) -> np.ndarray:
+    """Tile by tile in float64 numpy: pad the whole volume, cut input tiles, average softmaxes."""
+    in_tile = tuple(s.tile_size)
+    out_tile = tuple(t - 2 for t in in_tile)
+    spatial = volume.shape[1:]
+    covered = [max(n, t) for n, t in zip(spatial, out_tile)]
+    pads = [(0, 0)] + [(1, 1 + c - n) for n, c in zip(spatial, covered)]
+    if s.pad_mode == "replicate":
+        padded = np.pad(volume, pads, mode="edge")
+    else:
+        padded = np.pad(volume, pads, mode="constant", constant_values=s.pad_value)
+    weight = _reference_weight(out_tile, s.weighting, s.sigma_scale)
+    num = np.zeros((3, *covered))
+    den = np.zeros(covered)
+    starts = [_reference_starts(n, t, s.overlap) for n, t in zip(covered, out_tile)]
+    for corner in itertools.product(*starts):
+        tile = padded[(slice(None), *[slice(c, c + t) for c, t in zip(corner, in_tile)])]
+        with torch.no_grad():
+            logits = (net.conv(torch.from_numpy(tile[None]).float()) + net.position_bias)[0]
+        e = np.exp(logits.double().numpy() - logits.double().numpy().max(0))
+        probs = e / e.sum(0)
+        where = tuple(slice(c, c + t) for c, t in zip(corner, out_tile))
+        num[(slice(None), *where)] += weight * probs
+        den[where] += weight
+    crop = tuple(slice(0, n) for n in spatial)
+    return (num[(slice(None), *crop)] / den[crop]).astype(np.float32)
+
+
+SETTINGS_CASES = {
+    "defaults": dict(tile_size=(7, 8, 6)),
+    "overlap0-constant": dict(tile_size=(7, 8, 6), overlap=0.0, weighting="constant"),
+    "overlap-0.7-batch5": dict(tile_size=(6, 6, 7), overlap=0.7, batch_size=5),
+    "sigma-0.4": dict(tile_size=(7, 8, 6), sigma_scale=0.4),
+    "sigma-0.05-overlap-0.25": dict(tile_size=(8, 7, 9), overlap=0.25, sigma_scale=0.05),
+    "replicate": dict(tile_size=(7, 8, 6), pad_mode="replicate", batch_size=3),
+    "pad-value": dict(tile_size=(7, 8, 6), pad_value=-2.5, sigma_scale=0.2),
+    "no-channels-last": dict(tile_size=(7, 8, 6), channels_last=False, sigma_scale=0.3),
+    "tile-beyond-volume": dict(tile_size=(14, 6, 16), pad_value=1.5, overlap=0.4),
+    "2d": dict(tile_size=(6, 9), sigma_scale=0.3, batch_size=2, pad_mode="replicate"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SETTINGS_CASES))
+def test_every_tile_setting_against_independent_reference(case):
+    settings = TileSettings(**SETTINGS_CASES[case])
+    dims = len(settings.tile_size)
+    rng = np.random.default_rng(len(case))
+    volume = rng.normal(size=(2, 11, 13, 9)[: dims + 1]).astype(np.float32)
+    out_tile = tuple(t - 2 for t in settings.tile_size)
+    net = TilePositionNet(2, out_tile)
+    probs = sliding_window(torch.from_numpy(volume), net, settings)
+    expected = _reference_sliding_window(volume.astype(np.float64), net, settings)
+    np.testing.assert_allclose(probs.numpy(), expected, atol=2e-6, rtol=1e-5)
+    assert max(net.batches) <= settings.batch_size
+    assert len(net.batches) == -(-sum(net.batches) // settings.batch_size)
+
+
+@pytest.mark.parametrize(
+    "field,other",
+    [
+        ("sigma_scale", 0.4),
+        ("weighting", "constant"),
+        ("overlap", 0.0),
+        ("pad_mode", "replicate"),
+        ("pad_value", 3.0),
+        ("tile_size", (6, 8, 6)),
+    ],
+)
+def test_reference_changes_with_each_field(field, other):
+    """Each field changes the expected probabilities here, so passing it on wrongly is caught."""
+    base = dict(tile_size=(7, 8, 6))
+    volume = np.random.default_rng(0).normal(size=(2, 11, 13, 9))
+    a = TileSettings(**base)
+    b = TileSettings(**{**base, field: other})
+    net_a = TilePositionNet(2, tuple(t - 2 for t in a.tile_size))
+    net_b = TilePositionNet(2, tuple(t - 2 for t in b.tile_size))
+    ref_a = _reference_sliding_window(volume, net_a, a)
+    ref_b = _reference_sliding_window(volume, net_b, b)
+    assert np.abs(ref_a - ref_b).max() > 1e-2

@@ -227,6 +227,45 @@ def test_all_voxels_ignored_gives_zero_with_graph(name):
     assert value.item() == 0.0 and float(logits.grad.abs().sum()) == 0.0
 
 
+OVERLAP_REFERENCES = [n for n in sorted(REFERENCES) if "dice" in n or "jaccard" in n]
+
+
+@pytest.mark.parametrize("how", ["mask", "ignore"])
+@pytest.mark.parametrize("partial", [False, True])
+@pytest.mark.parametrize("name", OVERLAP_REFERENCES)
+def test_fully_masked_case_is_left_out_of_overlap_averages(name, partial, how):
+    """A case with no valid voxel (e.g. a patch outside a partially labelled case's annotated
+    region) must not count: the loss equals the loss of the other cases alone."""
+    logits, target, mask, present = random_case(12, n=3, partial=partial)
+    if how == "mask":
+        mask[1] = False
+    else:
+        target[1] = IGNORE_INDEX
+    factory, reference = REFERENCES[name]
+    got = factory()(logits, target, mask=mask, class_present=present)
+    keep = [0, 2]
+    alone = factory()(
+        logits[keep], target[keep], mask=mask[keep],
+        class_present=None if present is None else present[keep],
+    )
+    assert float(got) == pytest.approx(float(alone), rel=1e-12)
+    assert float(got) == pytest.approx(reference(*to_numpy(logits, target, mask, present)), rel=1e-9)
+
+
+@pytest.mark.parametrize("negative", [False, True])
+@pytest.mark.parametrize("loss_class", [SoftDiceLoss, JaccardLoss, BatchDiceLoss])
+def test_only_fully_masked_cases_give_zero_in_both_forms(loss_class, negative):
+    """Nothing valid: 0 with a graph (an empty case "scoring" 1 would give -1 in the negative
+    form, and 0 per empty case in the per-case mean)."""
+    logits = torch.randn(2, 3, 4, 4, dtype=torch.float64, requires_grad=True)
+    target = torch.randint(0, 3, (2, 4, 4))
+    value = loss_class(negative=negative, smooth=0.5)(
+        logits, target, mask=torch.zeros(2, 4, 4, dtype=torch.bool)
+    )
+    value.backward()
+    assert value.item() == 0.0 and float(logits.grad.abs().sum()) == 0.0
+
+
 @pytest.mark.parametrize("name", SEGMENTATION_LOSSES)
 def test_gradcheck_float64(name):
     logits, target, mask, present = random_case(7, n=2, k=3, shape=(2, 3), partial=True)

@@ -76,3 +76,15 @@ def test_confusion_counts_and_shape_check():
     assert confusion(pred, ref) == Confusion(tp=1, fp=2, fn=1)
     with pytest.raises(ValueError):
         confusion(pred, ref[:4])
+
+
+def test_confusion_treats_any_nonzero_value_as_inside():
+    """Label values and soft masks count as masks (1 & 2 == 0 bitwise would lose voxels)."""
+
+    pred = np.array([1, 2, 2, 0, 3], dtype=np.int16)
+    ref = np.array([2, 2, 0, 0, 4], dtype=np.uint8)
+    assert confusion(pred, ref) == Confusion(tp=3, fp=1, fn=0)
+    soft = np.array([0.7, 0.2, 0.0, 0.0, 1.0])
+    assert confusion(soft, ref) == Confusion(tp=3, fp=0, fn=0)
+    with pytest.raises(ValueError, match=r"masks differ in shape: \(5,\) vs \(4,\)"):
+        confusion(pred, ref[:4])

@@ -7,13 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from SegDeepLib.training.validation import (
-    crop_to_output,
-    dice_per_class,
-    mean_dice,
-    predict_probabilities_3d,
-    predict_slices,
-)
+from SegDeepLib.inference.slices import predict_slices
+from SegDeepLib.inference.sliding_window import TileSettings, sliding_window
+from SegDeepLib.training.validation import crop_to_output, dice_per_class, mean_dice
 
 
 class ValidConv(nn.Module):
@@ -32,9 +28,11 @@ class ValidConv(nn.Module):
 
 
 def test_tiles_equal_one_whole_volume_forward_for_valid_convolutions():
+    # the tiling training uses (cascade stage-1 regions): constant weights, zero padding
     model = ValidConv().eval()
     image = np.random.default_rng(0).normal(size=(1, 13, 17, 11)).astype(np.float32)
-    probs = predict_probabilities_3d(model, image, (8, 8, 8), 0.5, 3, torch.device("cpu"))
+    tiles = TileSettings((8, 8, 8), overlap=0.5, weighting="constant")
+    probs = sliding_window(image, model, tiles, torch.device("cpu")).numpy()
     padded = np.pad(image, [(0, 0)] + [(2, 2)] * 3)
     with torch.no_grad():
         whole = torch.softmax(model(torch.from_numpy(padded)[None]), 1)[0].numpy()
@@ -46,7 +44,8 @@ def test_slices_equal_per_slice_forward():
     torch.manual_seed(1)
     model = nn.Conv2d(3, 2, 3, padding=1).eval()
     image = np.random.default_rng(1).normal(size=(1, 6, 9, 10)).astype(np.float32)
-    probs = predict_slices(model, image, 3, None, 2, torch.device("cpu"))
+    # the slice path validation uses for 2D models (context 3 slices = 1 on each side)
+    probs = predict_slices(image, model, torch.device("cpu"), batch_size=8, context=1).numpy()
     padded = np.pad(image, [(0, 0), (1, 1), (0, 0), (0, 0)], mode="edge")
     with torch.no_grad():
         for z in range(6):
@@ -76,11 +75,21 @@ def test_validate_case_uses_inference_path_and_matches_reference():
     model = ValidConv().eval()
     rng = np.random.default_rng(3)
     image = rng.normal(size=(1, 13, 17, 11)).astype(np.float32)
-    ref_probs = predict_probabilities_3d(model, image, (8, 8, 8), 0.5, 3, torch.device("cpu"))
-    label = ref_probs.argmax(0).astype(np.uint8)
-    case = CachedCase("c", image, label, None, (1.0, 1.0, 1.0), [True, True, False], {})
+    # the prediction, independently: one forward of the zero-padded volume (valid convolutions)
+    with torch.no_grad():
+        whole = model(torch.from_numpy(np.pad(image, [(0, 0)] + [(2, 2)] * 3))[None])[0]
+    pred = whole.argmax(0).numpy()
+    # a reference that disagrees with it in a known way
+    label = pred.copy()
+    label[:4][label[:4] == 1] = 0  # class-1 voxels of the first slices missed
+    label[-3:, :5] = 1  # and a block labelled 1 the network does not all call 1
+    tp = int(((pred == 1) & (label == 1)).sum())
+    expected = 2.0 * tp / (int((pred == 1).sum()) + int((label == 1).sum()))
+    assert 0.3 < expected < 0.95
+    case = CachedCase("c", image, label.astype(np.uint8), None, (1.0, 1.0, 1.0), [True, True, False], {})
     scores = validate_case(model, case, "patch3d", (8, 8, 8), 0.5, 3, 1, 3, torch.device("cpu"))
-    assert scores[0] == pytest.approx(1.0) and scores[1] is None  # class 2 not annotated -> None
+    assert scores[0] == pytest.approx(expected, abs=1e-12)
+    assert scores[1] is None  # class 2 not annotated -> None
 
 
 class SequenceLength(nn.Module):
