@@ -165,35 +165,19 @@ def _encode(labelmap: sitk.Image, table: LabelTable) -> tuple[sitk.Image, list[L
     return encoded, labels, bool(present)
 
 
-def write_dicom_seg(
-    labelmap: sitk.Image,
-    path: str | os.PathLike,
-    table: LabelTable,
+def _segmentation(
+    hd,
+    encoded: sitk.Image,
+    labels: list[Label],
     source: Sequence[pydicom.Dataset],
     algorithm: Algorithm,
-    overwrite: bool = False,
-) -> Path:
-    """Write ``labelmap`` (on the grid of the series ``source``) as a BINARY DICOM SEG, atomically.
-
-    One segment per label present in the label map (table order); an empty label map gives every
-    table label as an empty segment.
-    """
-    hd = _highdicom()
+    any_voxel: bool,
+):
     from SegDeepLib import __version__
 
-    path = Path(path)
-    if not source:
-        raise SegDeepError(f"{path}: a DICOM SEG needs the source series' DICOM headers")
-    unknown = sorted(
-        set(np.unique(sitk.GetArrayViewFromImage(labelmap)).tolist()) - {0} - set(table.values)
-    )
-    if unknown:
-        raise SegDeepError(f"{path}: label values {unknown} are not in label table {table.name!r}")
-    _check_grid(labelmap, source, path)
-    encoded, labels, any_voxel = _encode(labelmap, table)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=_SOURCE_WARNINGS, category=UserWarning)
-        seg = hd.seg.Segmentation(
+        return hd.seg.Segmentation(
             source_images=list(source),
             pixel_array=_volume(hd, encoded, source[0].FrameOfReferenceUID),
             segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
@@ -215,6 +199,36 @@ def write_dicom_seg(
             # an empty (0008,0005) in the source means the default repertoire
             specific_character_set=source[0].get("SpecificCharacterSet") or None,
         )
+
+
+def write_dicom_seg(
+    labelmap: sitk.Image,
+    path: str | os.PathLike,
+    table: LabelTable,
+    source: Sequence[pydicom.Dataset],
+    algorithm: Algorithm,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``labelmap`` (on the grid of the series ``source``) as a BINARY DICOM SEG, atomically.
+
+    One segment per label present in the label map (table order); an empty label map gives every
+    table label as an empty segment.
+    """
+    hd = _highdicom()
+    path = Path(path)
+    if not source:
+        raise SegDeepError(f"{path}: a DICOM SEG needs the source series' DICOM headers")
+    unknown = sorted(
+        set(np.unique(sitk.GetArrayViewFromImage(labelmap)).tolist()) - {0} - set(table.values)
+    )
+    if unknown:
+        raise SegDeepError(f"{path}: label values {unknown} are not in label table {table.name!r}")
+    _check_grid(labelmap, source, path)
+    encoded, labels, any_voxel = _encode(labelmap, table)
+    try:
+        seg = _segmentation(hd, encoded, labels, source, algorithm, any_voxel)
+    except (ValueError, TypeError, AttributeError, KeyError) as exc:  # highdicom's checks
+        raise SegDeepError(f"{path}: cannot make a DICOM SEG for this series ({exc})") from None
     with atomic_path(path, overwrite=overwrite) as tmp:
         seg.save_as(str(tmp))
     return path

@@ -230,3 +230,14 @@ def test_dcmqi_reads_it_as_slicer_does_and_dciodvfy_finds_no_error(series, tmp_p
             sitk.GetArrayViewFromImage(on_grid) > 0,
             sitk.GetArrayViewFromImage(labelmap) == lab.value,
         )
+
+
+def test_a_series_highdicom_cannot_reference_gives_one_clear_error(tmp_path):
+    folder = shared_file(SERIES[0])
+    image, source = read_image(folder), read_series_headers(folder)
+    for header in source:
+        del header.FrameOfReferenceUID
+    table = load_label_table("abdomen")
+    with pytest.raises(SegDeepError, match="seg.dcm: cannot make a DICOM SEG for this series"):
+        write_dicom_seg(_labelmap(image, table), tmp_path / "seg.dcm", table, source, ALGORITHM)
+    assert not list(tmp_path.iterdir())
