@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Any
 
 from SegDeepLib.cli.checks import check_input
 from SegDeepLib.core.crf_params import BY_NAME as CRF_BY_NAME
@@ -14,6 +15,7 @@ from SegDeepLib.io.suffixes import LABEL_MAP_SUFFIXES as SEG_SUFFIXES
 from SegDeepLib.io.suffixes import PROBABILITY_SUFFIXES
 from SegDeepLib.progress import JsonLinesReporter, ProgressCallback, ProgressEvent, TextReporter
 
+DICOM_SEG_SUFFIX = ".dcm"  # DICOM SEG (SegDeepLib.io.dicom_seg): only for DICOM series inputs
 # CRF parameters a user may override (``--crf-param NAME=VALUE``): name -> (type, smallest value,
 # smallest value allowed itself); read from the one table (``resources/crf/parameters.json``).
 CRF_PARAMS: dict[str, tuple[type, float, bool]] = {
@@ -26,10 +28,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "segment",
         help="segment organs in a CT/MR volume",
         description="Segment INPUT (a volume file or a DICOM folder) and write OUTPUT (.seg.nrrd with "
-        "names, colours and terminology, or a label-map .nii.gz/.nrrd) on the input's grid.",
+        "names, colours and terminology, a label-map .nii.gz/.nrrd, or for a DICOM folder a DICOM SEG "
+        ".dcm that references the series) on the input's grid.",
     )
     parser.add_argument("input", help="volume file (.nii.gz, .nrrd, .mha...) or DICOM folder")
-    parser.add_argument("-o", "--output", required=True, help="output .seg.nrrd or .nii.gz")
+    parser.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="output .seg.nrrd, .nii.gz or .dcm (DICOM SEG; needs a DICOM folder INPUT)",
+    )
     parser.add_argument(
         "--model",
         default=None,
@@ -146,13 +154,38 @@ def reporter(mode: str) -> ProgressCallback | None:
     return None
 
 
+def write_labelmap(
+    result: Any, output: Path, args: argparse.Namespace, spec: dict[str, Any]
+) -> Path:
+    """The label map as .seg.nrrd/label image, or as a DICOM SEG referencing the input series."""
+    from SegDeepLib.io import write_segmentation
+    from SegDeepLib.io.dicom_seg import (
+        Algorithm,
+        is_dicom_seg_path,
+        read_series_headers,
+        write_dicom_seg,
+    )
+
+    if not is_dicom_seg_path(output):
+        return write_segmentation(result.labelmap, output, result.table, args.overwrite)
+    algorithm = Algorithm(
+        f"SegDeep {spec.get('id', 'model')}", str(spec.get("version", "")) or "unknown"
+    )
+    source = read_series_headers(args.input, args.series_uid)
+    return write_dicom_seg(result.labelmap, output, result.table, source, algorithm, args.overwrite)
+
+
 def segment_file(args: argparse.Namespace, progress: ProgressCallback | None) -> dict[str, str]:
     """Read, predict and write; returns the written paths."""
     from SegDeepLib.inference import Predictor
-    from SegDeepLib.io import read_image, write_probabilities, write_segmentation
+    from SegDeepLib.io import read_image, write_probabilities
+    from SegDeepLib.io.dicom_seg import require_dicom_source
 
     output = Path(args.output)
-    _check_output(output, args.overwrite, inputs=(args.input,))
+    _check_output(
+        output, args.overwrite, inputs=(args.input,), suffixes=SEG_SUFFIXES + (DICOM_SEG_SUFFIX,)
+    )
+    require_dicom_source(args.input, output)
     probs_path = Path(args.probabilities) if args.probabilities else None
     if probs_path is not None:
         _check_output(
@@ -177,11 +210,7 @@ def segment_file(args: argparse.Namespace, progress: ProgressCallback | None) ->
     )
     if progress is not None:
         progress(ProgressEvent(stage="write", fraction=0.0, message=f"writing {output}"))
-    outputs = {
-        "segmentation": str(
-            write_segmentation(result.labelmap, output, result.table, args.overwrite)
-        )
-    }
+    outputs = {"segmentation": str(write_labelmap(result, output, args, predictor.spec))}
     if probs_path is not None:
         outputs["probabilities"] = str(
             write_probabilities(result.probabilities, result.labelmap, probs_path, args.overwrite)

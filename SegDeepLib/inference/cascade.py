@@ -9,22 +9,20 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
 import torch
 
+from SegDeepLib.inference.run import PredictionRun
 from SegDeepLib.inference.settings import fast_preprocessing
 from SegDeepLib.preprocessing.pipeline import Preprocessed
 from SegDeepLib.preprocessing.regions import dilate_foreground
 from SegDeepLib.progress import log
 
-if TYPE_CHECKING:
-    from SegDeepLib.inference.predictor import _Run
 
-
-def _stage_settings(run: _Run, name: str, default_overlap: float) -> dict[str, Any]:
+def _stage_settings(run: PredictionRun, name: str, default_overlap: float) -> dict[str, Any]:
     stage = dict(run.settings["cascade"][name])
     stage.setdefault("network", name)
     stage.setdefault("tile_size", run.settings["tile_size"])
@@ -33,7 +31,7 @@ def _stage_settings(run: _Run, name: str, default_overlap: float) -> dict[str, A
     return stage
 
 
-def stage1_labels(run: _Run, image: sitk.Image) -> sitk.Image:
+def stage1_labels(run: PredictionRun, image: sitk.Image) -> sitk.Image:
     """Stage 1's label map (class indices) on the input grid."""
     stage = _stage_settings(run, "stage1", 0.0)
     pre = run.preprocess(image, stage["preprocessing"])
@@ -42,7 +40,9 @@ def stage1_labels(run: _Run, image: sitk.Image) -> sitk.Image:
     return pre.to_input_grid(labels, is_label=True)
 
 
-def run_cascade(run: _Run, image: sitk.Image, tta: bool) -> tuple[Preprocessed, torch.Tensor]:
+def run_cascade(
+    run: PredictionRun, image: sitk.Image, tta: bool
+) -> tuple[Preprocessed, torch.Tensor]:
     """(stage 2 preprocessing, stage 2 probabilities with background outside C2)."""
     cascade = run.settings["cascade"]
     coarse = stage1_labels(run, image)

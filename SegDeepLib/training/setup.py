@@ -88,7 +88,6 @@ def model_config(c: TrainConfig, setup: DataSetup) -> dict[str, Any]:
 
 
 def build_network(config: dict[str, Any], mode: str) -> torch.nn.Module:
-    import SegDeepLib.training.cnn_crf  # noqa: F401  (registers "cnn_crf")
     from SegDeepLib.models import build_model
 
     model = build_model(config)

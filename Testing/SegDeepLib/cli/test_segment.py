@@ -265,3 +265,38 @@ def test_crf_param_overrides_reach_crf_refine_and_bad_ones_are_refused(volume, t
         assert main([*base, "-o", str(tmp_path / "bad.seg.nrrd"), *args]) == 2
         assert message in capsys.readouterr().err
     assert not (tmp_path / "bad.seg.nrrd").exists()
+
+
+def test_dicom_folder_to_dicom_seg_matches_the_seg_nrrd(tmp_path, capsys):
+    """`segdeep segment DICOM_DIR -o out.dcm`: the same masks as .seg.nrrd, read back on the grid."""
+    from SegDeepLib.io.dicom_seg import read_dicom_seg
+
+    model = make_model_folder(
+        tmp_path / "big-tiles",
+        {"main": {"name": "test_centres", "centres": CENTRES}},
+        ["liver", "spleen"],
+        inference={"tile_size": [4, 256, 256], "overlap": 0.0},
+    )
+    dicom = shared_file("dcmqi-ct-3slice/ct-3slice")
+    common = ["--model", str(model), "--device", "cpu", "--progress", "none"]
+    nrrd, dcm = tmp_path / "out.seg.nrrd", tmp_path / "out.dcm"
+    assert main(["segment", str(dicom), "-o", str(nrrd), *common]) == 0
+    assert main(["segment", str(dicom), "-o", str(dcm), *common]) == 0
+    assert f"wrote {dcm}" in capsys.readouterr().out
+    expected, table = read_segmentation(nrrd)
+    labelmap, dcm_table = read_dicom_seg(dcm, reference=read_image(dicom))
+    assert same_grid(labelmap, read_image(dicom), tol=1e-6)
+    assert dcm_table.names == table.names == ["liver", "spleen"]
+    for lab, dcm_lab in zip(table.labels, dcm_table.labels):
+        mask = sitk.GetArrayViewFromImage(expected) == lab.value
+        assert mask.any()
+        np.testing.assert_array_equal(sitk.GetArrayViewFromImage(labelmap) == dcm_lab.value, mask)
+
+
+def test_dicom_seg_output_needs_a_dicom_folder(model, volume, tmp_path, capsys):
+    out = tmp_path / "out.dcm"
+    args = ["segment", str(volume), "-o", str(out), "--model", str(model), "--progress", "none"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "needs a DICOM series folder" in err and str(volume) in err
+    assert not out.exists()

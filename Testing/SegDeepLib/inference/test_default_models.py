@@ -156,8 +156,8 @@ def test_cnn_crf_builds_without_importing_training(monkeypatch):
     """The shipped bladder model's network ("cnn_crf") must build from the model registry alone."""
     from SegDeepLib.models import registry
 
-    monkeypatch.delitem(registry._REGISTRY, "cnn_crf", raising=False)
-    monkeypatch.delitem(sys.modules, "SegDeepLib.training.cnn_crf", raising=False)
+    monkeypatch.delitem(registry.NETWORKS.factories, "cnn_crf", raising=False)
+    monkeypatch.delitem(sys.modules, "SegDeepLib.models.cnn_crf", raising=False)
     model = registry.build_model({"name": "cnn_crf", "in_channels": 2, "num_classes": 2,
                                   "cnn": {"name": "vnet", "width": 4, "depth": 2, "kernel_size": 3}})
     assert type(model).__name__ == "CNNCRF"

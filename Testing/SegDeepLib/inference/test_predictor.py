@@ -272,7 +272,7 @@ def test_fast_mode_uses_the_fast_overrides(tmp_path):
 
 
 def test_intensities_on_network_grid_match_the_preprocessing_pipeline():
-    from SegDeepLib.inference.predictor import intensities_on_network_grid
+    from SegDeepLib.inference.run import intensities_on_network_grid
     from SegDeepLib.preprocessing import preprocess
 
     image = _image(shape=(20, 18, 16))

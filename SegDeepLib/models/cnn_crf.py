@@ -18,9 +18,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from SegDeepLib.models.registry import _REGISTRY, build_model, register_model
+from SegDeepLib.models.registry import build_model, register_model
 
 
+@register_model("cnn_crf")
 class CNNCRF(nn.Module):
     spatial_dims = 3
 
@@ -46,7 +47,3 @@ class CNNCRF(nn.Module):
         unaries = self.cnn(x)
         refined = self.crf(unaries.float(), x[:, self.feature_channels].float(), self.spacing)
         return (refined, [unaries]) if return_all else refined
-
-
-if "cnn_crf" not in _REGISTRY:
-    register_model("cnn_crf")(CNNCRF)
