@@ -10,7 +10,7 @@ INFERENCE = Path(__file__).resolve().parents[3] / "SegDeepLib" / "inference"
 
 def _imported(module: str) -> set[str]:
     """Every SegDeepLib module ``module`` imports (top level, in functions, for type checking)."""
-    tree = ast.parse((INFERENCE / f"{module}.py").read_text())
+    tree = ast.parse((INFERENCE / f"{module}.py").read_text(encoding="utf-8"))
     names = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module:

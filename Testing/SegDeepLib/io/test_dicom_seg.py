@@ -214,7 +214,7 @@ def test_dcmqi_reads_it_as_slicer_does_and_dciodvfy_finds_no_error(series, tmp_p
         check=True,
         capture_output=True,
     )
-    meta = json.loads((converted / "meta.json").read_text())
+    meta = json.loads((converted / "meta.json").read_text(encoding="utf-8"))
     segments = [s for group in meta["segmentAttributes"] for s in group]
     expected = [table.labels[0], table.labels[2]]
     assert [s["SegmentLabel"] for s in segments] == [lab.name for lab in expected]
