@@ -75,10 +75,10 @@ def run(args: argparse.Namespace) -> int:
 
     _check_outputs(args)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    progress = TextReporter()
-    device = select_device(_device_for(args), progress)
     image = require_3d(read_image(args.image), args.image)
     probs = read_probabilities(args.probabilities, image)
+    progress = TextReporter()  # after the inputs were checked: an error stays one line
+    device = select_device(_device_for(args), progress)
     volume = sitk.GetArrayFromImage(image).astype(np.float32)
     refined = run_or_cpu(
         lambda dev: _refine(args, probs, volume, image, dev), device, progress, "CRF"

@@ -11,11 +11,10 @@ from SegDeepLib.cli.checks import check_input
 from SegDeepLib.core.crf_params import BY_NAME as CRF_BY_NAME
 from SegDeepLib.core.crf_params import PARAMETERS as CRF_TABLE
 from SegDeepLib.errors import SegDeepError
+from SegDeepLib.io.suffixes import DICOM_SEG_SUFFIX, PROBABILITY_SUFFIXES
 from SegDeepLib.io.suffixes import LABEL_MAP_SUFFIXES as SEG_SUFFIXES
-from SegDeepLib.io.suffixes import PROBABILITY_SUFFIXES
 from SegDeepLib.progress import JsonLinesReporter, ProgressCallback, ProgressEvent, TextReporter
 
-DICOM_SEG_SUFFIX = ".dcm"  # DICOM SEG (SegDeepLib.io.dicom_seg): only for DICOM series inputs
 # CRF parameters a user may override (``--crf-param NAME=VALUE``): name -> (type, smallest value,
 # smallest value allowed itself); read from the one table (``resources/crf/parameters.json``).
 CRF_PARAMS: dict[str, tuple[type, float, bool]] = {

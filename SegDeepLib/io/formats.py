@@ -11,6 +11,7 @@ suffix         holds           read                                           wr
 ``.nhdr``      image           ITK                                            no
 ``.mhd``       image           ITK                                            no
 ``.npy``       probabilities   numpy, ``allow_pickle=False``                  yes
+``.dcm``       DICOM SEG       :func:`~.dicom_seg.read_dicom_seg`             yes (DICOM input)
 folder         DICOM series    ITK/GDCM (+ slice checks)                      no
 =============  ==============  =============================================  ==========
 

@@ -17,7 +17,7 @@ from SegDeepLib.errors import SegDeepError
 @dataclass(frozen=True)
 class Format:
     suffix: str
-    holds: str  # "image" | "segmentation" | "probabilities"
+    holds: str  # "image" | "segmentation" | "probabilities" | "dicom-seg"
     writable: bool
 
 
@@ -30,8 +30,12 @@ FORMATS: tuple[Format, ...] = (
     Format(".nhdr", "image", False),
     Format(".mhd", "image", False),
     Format(".npy", "probabilities", True),
+    Format(".dcm", "dicom-seg", True),  # written only for a DICOM series input (io.dicom_seg)
 )
-LABEL_MAP_SUFFIXES = tuple(f.suffix for f in FORMATS if f.writable and f.holds != "probabilities")
+LABEL_MAP_SUFFIXES = tuple(
+    f.suffix for f in FORMATS if f.writable and f.holds in ("segmentation", "image")
+)
+DICOM_SEG_SUFFIX = ".dcm"
 PROBABILITY_SUFFIXES = (".npy",) + tuple(f.suffix for f in FORMATS if f.writable and f.holds == "image")
 
 

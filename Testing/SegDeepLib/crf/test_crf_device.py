@@ -16,7 +16,7 @@ import SegDeepLib.crf as crf_pkg
 from SegDeepLib.cli.main import main
 from SegDeepLib.inference import Predictor
 from SegDeepLib.inference import device as device_mod
-from SegDeepLib.inference import predictor as predictor_mod
+from SegDeepLib.inference import run as run_mod
 from Testing.SegDeepLib.inference.tiny_nets import make_model_folder
 
 META = torch.device("meta")
@@ -58,13 +58,13 @@ def predictor(tmp_path):
 
 def _run_crf_on(monkeypatch, device: torch.device) -> None:
     """Make the prediction's device ``device`` when its CRF stage starts."""
-    original = predictor_mod._Run.crf
+    original = run_mod.PredictionRun.crf
 
     def crf(self, pre, probs, image):
         self.device = device
         return original(self, pre, probs, image)
 
-    monkeypatch.setattr(predictor_mod._Run, "crf", crf)
+    monkeypatch.setattr(run_mod.PredictionRun, "crf", crf)
 
 
 def test_segment_runs_the_crf_on_the_run_device(predictor, monkeypatch):
