@@ -49,7 +49,7 @@ def _crfRange(attribute: str) -> WithinRange:
 @parameterNodeWrapper
 class SegDeepParameterNode:
     """Panel state, saved with the scene. The run options (device ... organs) are turned into the
-    command line by SegDeepHelpers.jobs.CLI_OPTIONS (field name -> CLI flag)."""
+    command line by the table Resources/SegDeepRunOptions.json (field name -> CLI flag)."""
 
     inputVolume: vtkMRMLScalarVolumeNode
     outputSegmentation: vtkMRMLSegmentationNode

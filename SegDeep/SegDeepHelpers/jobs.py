@@ -6,6 +6,7 @@ from the volume node), so the whole life cycle is tested outside Slicer with the
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -83,16 +84,23 @@ class CliOption:
     # (None); list: FLAG a,b when not empty; crfParams: --crf-param NAME=VALUE per changed value
 
 
-# The one table from parameter node to command line, in command-line order. A new run option is a
-# widget in the .ui, a field of SegDeepParameterNode and one row here: nothing else changes.
-CLI_OPTIONS: tuple[CliOption, ...] = (
-    CliOption("device", "--device", "value"),
-    CliOption("crf", "--crf", "tristate"),
-    CliOption("crfParams", "--crf-param", "crfParams"),
-    CliOption("fast", "--fast", "switch"),
-    CliOption("tta", "--tta", "switch"),
-    CliOption("organs", "--organs", "list"),
-)
+RUN_OPTIONS_FILE = Path(__file__).resolve().parent.parent / "Resources" / "SegDeepRunOptions.json"
+KINDS = ("value", "switch", "tristate", "list", "crfParams")
+
+
+def loadCliOptions(path: Path = RUN_OPTIONS_FILE) -> tuple[CliOption, ...]:
+    """The table from parameter node to command line (Resources/SegDeepRunOptions.json), in
+    command-line order. A new run option is a widget in the .ui, a field of SegDeepParameterNode and
+    one row there: nothing else changes."""
+    rows = json.loads(Path(path).read_text(encoding="utf-8"))["options"]
+    options = tuple(CliOption(row["field"], row["flag"], row["kind"]) for row in rows)
+    unknown = [option.field for option in options if option.kind not in KINDS]
+    if unknown:
+        raise ValueError(f"{path}: unknown kind of run option(s) {unknown}; use one of {', '.join(KINDS)}")
+    return options
+
+
+CLI_OPTIONS = loadCliOptions()
 
 
 def _optionFlags(option: CliOption, value: Any) -> list[str]:

@@ -563,3 +563,5 @@ def test_run_arguments_are_what_the_parameter_node_says(widget, standin, tmp_pat
     assert flags == ["--device", "cpu", "--crf", "--crf-param", "w1=9.5", "--fast", "--tta"]
     assert flags == jobs.NodeOptions(node, widget.panel.crf.defaults).cliArguments()
     assert argv[argv.index("--model") + 1] == node.modelId == "fake-bladder"
+    # every row of the table but the derived crfParams is a parameter-node field
+    assert all(hasattr(node, o.field) for o in jobs.CLI_OPTIONS if o.kind != "crfParams")
