@@ -48,7 +48,8 @@ def _crfRange(attribute: str) -> WithinRange:
 
 @parameterNodeWrapper
 class SegDeepParameterNode:
-    """Panel state, saved with the scene."""
+    """Panel state, saved with the scene. The run options (device ... organs) are turned into the
+    command line by the table Resources/SegDeepRunOptions.json (field name -> CLI flag)."""
 
     inputVolume: vtkMRMLScalarVolumeNode
     outputSegmentation: vtkMRMLSegmentationNode
@@ -66,6 +67,7 @@ class SegDeepParameterNode:
     crfIterations: Annotated[int, _crfRange("crfIterations")] = crfTable.nodeDefault("crfIterations")
     fast: bool = False
     tta: bool = False
+    organs: str = ""  # ticked organs, comma-separated; "": all of the model's (no --organs)
     show3D: bool = True
     trainConfig: pathlib.Path
 

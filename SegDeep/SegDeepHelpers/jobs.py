@@ -6,6 +6,7 @@ from the volume node), so the whole life cycle is tested outside Slicer with the
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -73,9 +74,69 @@ class OverallProgress:
         return self.fraction
 
 
+@dataclass(frozen=True)
+class CliOption:
+    """How one run option (a parameter-node field of the same name) becomes CLI flags."""
+
+    field: str  # SegDeepParameterNode / SegmentOptions attribute
+    flag: str  # the SegDeepLib CLI flag
+    kind: str  # value: FLAG VALUE; switch: FLAG when true; tristate: FLAG / --no-... / nothing
+    # (None); list: FLAG a,b when not empty; crfParams: --crf-param NAME=VALUE per changed value
+
+
+RUN_OPTIONS_FILE = Path(__file__).resolve().parent.parent / "Resources" / "SegDeepRunOptions.json"
+KINDS = ("value", "switch", "tristate", "list", "crfParams")
+
+
+def loadCliOptions(path: Path = RUN_OPTIONS_FILE) -> tuple[CliOption, ...]:
+    """The table from parameter node to command line (Resources/SegDeepRunOptions.json), in
+    command-line order. A new run option is a widget in the .ui, a field of SegDeepParameterNode and
+    one row there: nothing else changes."""
+    rows = json.loads(Path(path).read_text(encoding="utf-8"))["options"]
+    options = tuple(CliOption(row["field"], row["flag"], row["kind"]) for row in rows)
+    unknown = [option.field for option in options if option.kind not in KINDS]
+    if unknown:
+        raise ValueError(f"{path}: unknown kind of run option(s) {unknown}; use one of {', '.join(KINDS)}")
+    return options
+
+
+CLI_OPTIONS = loadCliOptions()
+
+
+def _optionFlags(option: CliOption, value: Any) -> list[str]:
+    if option.kind == "value":
+        return [option.flag, str(value)]
+    if option.kind == "switch":
+        return [option.flag] if value else []
+    if option.kind == "tristate":
+        return [] if value is None else [option.flag if value else "--no-" + option.flag[2:]]
+    if option.kind == "list":
+        names = [name for name in (value.split(",") if isinstance(value, str) else value or ()) if name]
+        return [option.flag, ",".join(names)] if names else []
+    if option.kind == "crfParams":
+        return crfParameters.cliArguments(value or {})
+    raise ValueError(f"unknown kind {option.kind!r} of run option {option.field}")
+
+
+def cliArguments(options: Any, table: Sequence[CliOption] = CLI_OPTIONS) -> list[str]:
+    """The CLI flags of ``options``: anything with the table's fields (a :class:`SegmentOptions`,
+    the parameter node); a field it lacks is left to the CLI's default."""
+    device = getattr(options, "device", "auto")
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda, not {device!r}")
+    if getattr(options, "crfParams", None) and getattr(options, "crf", None) is False:
+        raise ValueError("CRF parameters were given but the CRF is switched off")
+    args: list[str] = []
+    for option in table:
+        if hasattr(options, option.field):
+            args += _optionFlags(option, getattr(options, option.field))
+    return args
+
+
 @dataclass
 class SegmentOptions:
-    """What the panel lets the user choose; turned into CLI flags by :meth:`cliArguments`."""
+    """The run options as a plain object (for scripts: ``SegDeepLogic.segment``'s keywords); the
+    same fields as the parameter node's run options, turned into CLI flags by :func:`cliArguments`."""
 
     device: str = "auto"  # auto | cuda | cpu
     crf: Optional[bool] = None  # None: the model's recommended setting
@@ -85,21 +146,26 @@ class SegmentOptions:
     crfParams: Mapping[str, float] = field(default_factory=dict)  # changed CRF parameters only
 
     def cliArguments(self) -> list[str]:
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"device must be auto, cpu or cuda, not {self.device!r}")
-        if self.crfParams and self.crf is False:
-            raise ValueError("CRF parameters were given but the CRF is switched off")
-        args = ["--device", self.device]
-        if self.crf is not None:
-            args.append("--crf" if self.crf else "--no-crf")
-        args += crfParameters.cliArguments(self.crfParams)
-        if self.fast:
-            args.append("--fast")
-        if self.tta:
-            args.append("--tta")
-        if self.organs:
-            args += ["--organs", ",".join(self.organs)]
-        return args
+        return cliArguments(self)
+
+
+class NodeOptions:
+    """The run options of a parameter node, read through :data:`CLI_OPTIONS`: each field the node
+    has is read from it; ``crfParams`` (not a node field) are the node's CRF values that differ from
+    the model's ``crfDefaults`` (none when the CRF is off or the model has no CRF settings)."""
+
+    def __init__(self, node: Any, crfDefaults: Optional[Mapping[str, Any]] = None,
+                 table: Sequence[CliOption] = CLI_OPTIONS) -> None:
+        for option in table:
+            if option.kind != "crfParams" and hasattr(node, option.field):
+                setattr(self, option.field, getattr(node, option.field))
+        values = {p.name: getattr(node, p.attribute) for p in crfParameters.PARAMETERS}
+        active = getattr(node, "crf", False) and crfDefaults is not None
+        self.crfParams = crfParameters.changedValues(values, crfDefaults) if active else {}
+        self.table = tuple(table)
+
+    def cliArguments(self) -> list[str]:
+        return cliArguments(self, self.table)
 
 
 def libraryPath() -> str:
@@ -207,7 +273,7 @@ class SegmentationJob(CliJob):
     """``segdeep segment`` on one volume. ``start`` writes the input NRRD and launches the CLI."""
 
     def start(self, arrayKJI: np.ndarray, ijkToRAS: np.ndarray, modelId: str,
-              options: SegmentOptions, onFinished: Callable[[int], None]) -> None:
+              options: Any, onFinished: Callable[[int], None]) -> None:
         folder = self.makeTempDir()
         self.inputPath = folder / "input.nrrd"
         self.outputPath = folder / "segmentation.seg.nrrd"
@@ -218,7 +284,7 @@ class SegmentationJob(CliJob):
         except Exception:
             self.cleanup()
             raise
-        self.launch(args, childEnvironment(options.device), onFinished)
+        self.launch(args, childEnvironment(getattr(options, "device", "auto")), onFinished)
 
 
 class TrainingJob(CliJob):

@@ -71,12 +71,14 @@ class SegDeepRunLogic:
                 organs: Sequence[str] = (), device: str = "auto", crf: Optional[bool] = None,
                 crfParams: Optional[Mapping[str, float]] = None,
                 fast: bool = False, tta: bool = False, show3D: bool = False,
-                waitForCompletion: bool = True, onProgress: Optional[Callable] = None,
+                options: Any = None, waitForCompletion: bool = True, onProgress: Optional[Callable] = None,
                 onLog: Optional[Callable[[str], None]] = None,
                 onFinished: Optional[Callable[[RunResult], None]] = None,
                 onState: Optional[Callable[[str], None]] = None) -> Any:
         """Segment ``volumeNode`` with catalogue model ``modelId``; ``crfParams`` override single
-        CRF parameters of the model (``{"theta_alpha": 5.0, ...}``).
+        CRF parameters of the model (``{"theta_alpha": 5.0, ...}``). ``options`` (the panel's
+        ``jobs.NodeOptions`` of its parameter node, or a ``jobs.SegmentOptions``) replaces the
+        keywords ``organs``, ``device``, ``crf``, ``crfParams``, ``fast`` and ``tta``.
 
         Blocking: returns a :class:`RunResult` (``.segmentationNode`` holds the segments; raises
         RuntimeError on failure). Non-blocking: returns at once; ``onFinished(result)`` follows.
@@ -85,8 +87,10 @@ class SegDeepRunLogic:
             raise ValueError("select an input volume")
         if self.isRunning:
             raise RuntimeError("a SegDeep run is already in progress")
-        options = jobs.SegmentOptions(device=device, crf=crf, fast=fast, tta=tta, organs=tuple(organs),
-                                      crfParams=dict(crfParams or {}))
+        if options is None:
+            options = jobs.SegmentOptions(device=device, crf=crf, fast=fast, tta=tta,
+                                          organs=tuple(organs), crfParams=dict(crfParams or {}))
+        options.cliArguments()  # bad options raise here, before anything is written
         array, ijkToRAS = segmentation.volumeArrayAndMatrix(volumeNode)
         job = jobs.SegmentationJob(self.python, self._eventHandler(onProgress, onLog), onState)
         self.job = job

@@ -146,22 +146,21 @@ class SegDeepPanel:
             self.logic.cancel()
             self.setStatus(self.tr("Cancelling..."))
             return
-        node, model = self.parameterNode(), self.selectedModel()
+        node = self.parameterNode()
         if node.outputSegmentation is not None and not slicer.util.confirmOkCancelDisplay(
                 self.tr("Update the selected segmentation? Segments with the same names are "
                         "replaced; a copy of them is kept as 'Before SegDeep ...'.")):
             return
         self.ui.logTextEdit.clear()
-        crf = self.ui.crfCheckBox.checked
+        options = self.runOptions()
+        crf = bool(node.crf)
         self.startProgress(["preprocess", "tiles", *(["crf"] if crf else []), "postprocess", "write"])
         with slicer.util.tryWithErrorDisplay(self.tr("Failed to start the segmentation."), waitCursor=True):
             self._running = "segment"
             try:
                 self.logic.segment(
-                    node.inputVolume, model.id, node.outputSegmentation, organs=self.selectedOrgans(),
-                    device=self.selectedDevice(), crf=crf, crfParams=self.crf.overrides(),
-                    fast=self.ui.fastCheckBox.checked, tta=self.ui.ttaCheckBox.checked,
-                    show3D=self.ui.show3DCheckBox.checked, waitForCompletion=False,
+                    node.inputVolume, node.modelId, node.outputSegmentation, options=options,
+                    show3D=node.show3D, waitForCompletion=False,
                     onProgress=self._live(self.onProgress), onLog=self._live(self.appendLog),
                     onFinished=self._live(self.onSegmentationFinished), onState=self._live(self.onState))
             except Exception:
@@ -169,6 +168,14 @@ class SegDeepPanel:
                 raise
             finally:
                 self.updateButtons()
+
+    def runOptions(self) -> jobs.NodeOptions:
+        """The run's options, all from the parameter node (``jobs.CLI_OPTIONS`` turns them into the
+        command line). The organ ticks are written to the node first: a QListWidget's check boxes
+        have no ``connectGui`` binding."""
+        node = self.parameterNode()
+        node.organs = ",".join(self.selectedOrgans())
+        return jobs.NodeOptions(node, self.crf.defaults)
 
     def startProgress(self, expectedStages: list[str]) -> None:
         self.progress = jobs.OverallProgress(expectedStages)

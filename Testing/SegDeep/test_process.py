@@ -147,6 +147,43 @@ def test_cli_arguments_from_options(helpers_path):
         SegmentOptions(crf=True, crfParams={"alpha": 1.0}).cliArguments()
 
 
+
+def test_new_option_is_one_table_row(helpers_path, monkeypatch, tmp_path):
+    """Issue 13: a new run option is a parameter-node field plus one row of
+    Resources/SegDeepRunOptions.json; the job turns it into argv through the table, with no change to
+    the logic or the job."""
+    from types import SimpleNamespace
+
+    from SegDeepHelpers import crf, jobs
+
+    data = json.loads(jobs.RUN_OPTIONS_FILE.read_text(encoding="utf-8"))
+    data["options"].append({"field": "denoise", "flag": "--denoise", "kind": "switch"})
+    (tmp_path / "options.json").write_text(json.dumps(data), encoding="utf-8")
+    table = jobs.loadCliOptions(tmp_path / "options.json")
+    assert table == (*jobs.CLI_OPTIONS, jobs.CliOption("denoise", "--denoise", "switch"))
+    node = SimpleNamespace(device="cpu", crf=True, fast=False, tta=True, organs="liver,spleen",
+                           denoise=True, **{p.attribute: p.clean(p.default) for p in crf.PARAMETERS})
+    theta = crf.BY_NAME["theta_alpha"]
+    setattr(node, theta.attribute, theta.clean(theta.default) + 1)  # one changed CRF value
+    options = jobs.NodeOptions(node, crf.libraryDefaults(), table)
+    launched = []
+    monkeypatch.setattr(jobs.CliJob, "launch", lambda self, args, env, done: launched.append(args))
+    job = jobs.SegmentationJob("python")
+    job.start(phantom_array(), oblique_ijk_to_ras(), "m", options, lambda code: None)
+    job.cleanup()
+    flags = launched[0][launched[0].index("m") + 1:]
+    assert flags == ["--device", "cpu", "--crf", "--crf-param",
+                     f"theta_alpha={theta.clean(theta.default) + 1!r}", "--tta",
+                     "--organs", "liver,spleen", "--denoise", "--progress", "json"]
+    node.denoise, node.crf, node.organs = False, False, ""
+    assert jobs.NodeOptions(node, crf.libraryDefaults(), table).cliArguments() == [
+        "--device", "cpu", "--no-crf", "--tta"]
+    assert jobs.NodeOptions(node).cliArguments() == ["--device", "cpu", "--no-crf", "--tta"]
+    data["options"][-1]["kind"] = "flag"
+    (tmp_path / "options.json").write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"options\.json: unknown kind of run option\(s\) \['denoise'\]"):
+        jobs.loadCliOptions(tmp_path / "options.json")
+
 # ---- issue 11: no GUI freeze on cancel, no orphan after a crash, no console window on Windows ------
 def test_cancel_returns_at_once_and_a_child_ignoring_sigterm_is_killed_later(process_module):
     """Cancel (button, scene close, cleanup) must not block the GUI: it used to wait up to 3 s."""

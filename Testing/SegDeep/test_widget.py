@@ -548,3 +548,20 @@ def test_segment_names_match_exactly_so_a_users_liver_is_kept(widget, standin):
     assert names == ["Liver", "liver", "spleen"]
     assert segments.GetSegment(mine)._mask.sum() == 1  # the user's segment is untouched
     assert widget.panel.lastResult.backupNode is None  # nothing of the user's was replaced
+
+
+def test_run_arguments_are_what_the_parameter_node_says(widget, standin, tmp_path, monkeypatch):
+    """Issue 13: Segment reads the run options from the parameter node (not from the widgets) and
+    turns them into the command line through jobs.CLI_OPTIONS."""
+    from SegDeepHelpers import jobs
+
+    ui, node = widget.ui, widget._parameterNode
+    ui.modelSelector.setCurrentIndex(1)  # fake-bladder: CRF settings, CRF on
+    node.device, node.fast, node.tta, node.crfW1 = "cpu", True, True, 9.5  # the node, not the widgets
+    argv = _runArgv(widget, standin, tmp_path, monkeypatch)
+    flags = argv[argv.index("--device"):argv.index("--progress")]
+    assert flags == ["--device", "cpu", "--crf", "--crf-param", "w1=9.5", "--fast", "--tta"]
+    assert flags == jobs.NodeOptions(node, widget.panel.crf.defaults).cliArguments()
+    assert argv[argv.index("--model") + 1] == node.modelId == "fake-bladder"
+    # every row of the table but the derived crfParams is a parameter-node field
+    assert all(hasattr(node, o.field) for o in jobs.CLI_OPTIONS if o.kind != "crfParams")
