@@ -4,13 +4,14 @@ Pure Python (no ``slicer``/``qt``/``ctk``/``vtk`` imports). The one image type u
 the library is :class:`SimpleITK.Image` (geometry: origin, spacing, direction travel with the voxels;
 see :mod:`SegDeepLib.io.layout` for the array/tensor layout used by the networks).
 
-Pipeline stages, one package each: ``io`` -> ``preprocessing`` -> ``data`` -> ``models`` ->
-``losses`` -> ``crf`` -> ``training`` -> ``inference`` -> ``metrics`` -> ``cli``.
+Packages in layers, each importing only from those before it (checked by
+``Testing/SegDeepLib/test_import_circles.py``): ``errors``, ``version``, ``progress``, ``registry`` ->
+``core`` (torch-free, shared with Slicer) -> ``io`` -> ``preprocessing`` -> ``data`` -> ``metrics`` ->
+``crf`` -> ``models`` -> ``losses`` -> ``inference`` -> ``training`` -> ``cli``.
 """
 
-__version__ = "0.1.0"
-
 from SegDeepLib.errors import SegDeepError  # noqa: E402
+from SegDeepLib.version import __version__  # noqa: E402
 
 
 def train(config, **overrides):

@@ -29,10 +29,10 @@ def check_input(
     image: Any, predictor: Any, args: argparse.Namespace, progress: ProgressCallback | None
 ) -> Any:
     """File-named checks of the volume against the model, before any allocation or inference."""
+    from SegDeepLib.core.preprocessing_spec import validate_spec
     from SegDeepLib.inference.settings import fast_preprocessing, inference_settings
     from SegDeepLib.io import check_volume, intensity_warning
     from SegDeepLib.preprocessing.guard import check_memory
-    from SegDeepLib.preprocessing.spec import validate_spec
 
     image = check_volume(image, args.input)
     spec = predictor.spec

@@ -15,7 +15,7 @@ import sys
 import warnings
 from typing import Any
 
-from SegDeepLib import __version__
+from SegDeepLib.version import __version__
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -10,8 +10,8 @@ import sys
 import threading
 from collections.abc import Iterator, Sequence
 
-from SegDeepLib import __version__
 from SegDeepLib.errors import CancelledError, SegDeepError
+from SegDeepLib.version import __version__
 
 # sub-command -> module in SegDeepLib.cli (each defines add_parser(subparsers) and run(args) -> int)
 COMMANDS = {

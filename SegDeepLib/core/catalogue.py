@@ -127,7 +127,7 @@ def catalogue_entry(
     folder: str | os.PathLike, extra: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
     """A catalogue entry built from a model folder's ``model.json`` (the single source of truth)."""
-    from SegDeepLib.preprocessing.spec import num_channels
+    from SegDeepLib.core.preprocessing_spec import num_channels
 
     folder = Path(folder)
     spec = read_spec(folder)

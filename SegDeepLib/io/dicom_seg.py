@@ -173,7 +173,7 @@ def _segmentation(
     algorithm: Algorithm,
     any_voxel: bool,
 ):
-    from SegDeepLib import __version__
+    from SegDeepLib.version import __version__
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=_SOURCE_WARNINGS, category=UserWarning)

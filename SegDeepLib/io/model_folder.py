@@ -56,7 +56,7 @@ def save_model_folder(
     """Write ``spec`` + weights atomically. ``half`` stores floating tensors as float16."""
     import torch
 
-    from SegDeepLib import __version__
+    from SegDeepLib.version import __version__
 
     folder = Path(folder)
     if folder.exists() and not overwrite:

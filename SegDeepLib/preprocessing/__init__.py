@@ -4,6 +4,7 @@ The contract (docs/ARCHITECTURE.md): ``preprocess(image, spec) -> Preprocessed``
 ``preprocess_label(label_image, pre)``; the spec is validated by :func:`validate_spec`.
 """
 
+from SegDeepLib.core.preprocessing_spec import num_channels, validate_spec
 from SegDeepLib.preprocessing.intensity import (
     apply_intensity,
     ct_fingerprint,
@@ -34,7 +35,6 @@ from SegDeepLib.preprocessing.resample import (
     resample_to_reference,
     resample_to_spacing,
 )
-from SegDeepLib.preprocessing.spec import num_channels, validate_spec
 
 __all__ = [
     "CropBox",

@@ -20,9 +20,9 @@ from typing import Any
 
 import SimpleITK as sitk
 
+from SegDeepLib.core.preprocessing_spec import num_channels, validate_spec
 from SegDeepLib.errors import SegDeepError
 from SegDeepLib.preprocessing.resample import resampled_size
-from SegDeepLib.preprocessing.spec import num_channels, validate_spec
 
 ENV_LIMIT = "SEGDEEP_MEMORY_LIMIT_GB"
 GB = 1024**3

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
+from SegDeepLib.core.preprocessing_spec import validate_spec
 from SegDeepLib.errors import SegDeepError
 from SegDeepLib.io.image import check_finite, require_3d
 from SegDeepLib.io.layout import CanonicalLayout, from_canonical, to_canonical
@@ -38,7 +39,6 @@ from SegDeepLib.preprocessing.resample import (
     resample_to_reference,
     same_geometry,
 )
-from SegDeepLib.preprocessing.spec import validate_spec
 
 GRID_TOLERANCE_MM = 1e-4
 

@@ -215,7 +215,7 @@ def check_config(c: TrainConfig) -> None:
     _require(c.data.folds >= 2, "data.folds", "needs at least 2 folds")
     _require(-1 <= c.data.fold < c.data.folds, "data.fold", f"must be in -1..{c.data.folds - 1}")
     _require(c.data.num_workers >= 0, "data.num_workers", "must be >= 0")
-    from SegDeepLib.preprocessing.spec import validate_spec
+    from SegDeepLib.core.preprocessing_spec import validate_spec
 
     validate_spec(c.data.preprocessing or None)
     _require(bool(c.model.get("name")), "model.name", "missing; e.g. vnet, unet3d, pnet_msa")

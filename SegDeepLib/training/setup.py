@@ -35,7 +35,7 @@ class DataSetup:
 
 def prepare_data(c: TrainConfig) -> DataSetup:
     """Read the dataset, map the labels, split the cases and set up the cache (nothing computed yet)."""
-    from SegDeepLib.preprocessing.spec import validate_spec
+    from SegDeepLib.core.preprocessing_spec import validate_spec
 
     dataset = load_dataset(c.data.root, c.data.format)
     if c.data.cases is not None:
@@ -66,7 +66,7 @@ def prepare_data(c: TrainConfig) -> DataSetup:
 
 def input_channels(c: TrainConfig, setup: DataSetup) -> int:
     """Channels the network sees: preprocessing channels x modalities (x adjacent slices in 2D)."""
-    from SegDeepLib.preprocessing.spec import num_channels
+    from SegDeepLib.core.preprocessing_spec import num_channels
 
     per_slice = num_channels(setup.spec) * len(setup.dataset.channels)
     return per_slice if c.sampling.mode == "patch3d" else per_slice * c.sampling.context_slices

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-CLEAN = ("SegDeepLib.core", "SegDeepLib.crf")  # packages with no import circle (issue 13, item 5)
+CLEAN = ("SegDeepLib",)  # no import circle anywhere in the library (issue 13, item 5)
 
 
 def import_graph(root: Path, package: str = "SegDeepLib") -> dict[str, set[str]]:
@@ -99,6 +99,39 @@ def test_no_import_circle_in_clean_packages():
     assert bad == []
 
 
+# the library's layers, lowest first: a package imports only from packages before it
+LAYERS = ("errors", "version", "progress", "registry", "core", "io", "preprocessing", "data",
+          "metrics", "crf", "models", "losses", "inference", "training", "cli", "__main__")
+
+
+def layer_violations(graph: dict[str, set[str]]) -> list[str]:
+    """``a -> b`` for each import of a package ``b`` by a lower (or unlisted) package ``a``."""
+    def package(module: str) -> str:
+        parts = module.split(".")
+        return parts[1] if len(parts) > 1 else ""  # "": the package's __init__ (the top)
+
+    rank = {name: i for i, name in enumerate(LAYERS)}
+    rank[""] = len(LAYERS)
+    bad = set()
+    for module, targets in graph.items():
+        for target in targets:
+            a, b = package(module), package(target)
+            if a != b and (a not in rank or b not in rank or rank[b] > rank[a]):
+                bad.add(f"{module} -> {target}")
+    return sorted(bad)
+
+
+def test_no_import_from_a_lower_layer_to_a_higher_one():
+    assert layer_violations(import_graph(REPO)) == []
+
+
+def test_layer_check_catches_an_upward_import():
+    graph = {"SegDeepLib.io.image": {"SegDeepLib.inference.predictor"},
+             "SegDeepLib.inference.predictor": {"SegDeepLib.io.image"}}
+    assert layer_violations(graph) == ["SegDeepLib.io.image -> SegDeepLib.inference.predictor"]
+
+
 if __name__ == "__main__":
+    print("\n".join(layer_violations(import_graph(REPO))))
     for group in circles(import_graph(REPO)):
         print(" <-> ".join(group))
