@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from collections.abc import Iterator
 from typing import Any, Callable
 
 from SegDeepLib.errors import SegDeepError
@@ -43,6 +44,29 @@ class Registry:
             return factory
 
         return decorator
+
+    def add(self, name: str, item: Any) -> Any:
+        """Register ``item`` itself (an object, not a constructor) under ``name``."""
+        return self.register(name)(item)
+
+    def get(self, name: str) -> Any:
+        """What is registered as ``name``; the error names the known ones."""
+        self._import_builtins()
+        if name not in self.factories:
+            raise SegDeepError(f"{self.kind} '{name}': unknown; use one of {', '.join(self)}")
+        return self.factories[name]
+
+    def items(self) -> list[tuple[str, Any]]:
+        """(name, item) in registration order."""
+        self._import_builtins()
+        return list(self.factories.items())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(name for name, _ in self.items())
+
+    def __contains__(self, name: object) -> bool:
+        self._import_builtins()
+        return name in self.factories
 
     def names(self) -> list[str]:
         self._import_builtins()

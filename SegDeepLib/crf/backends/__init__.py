@@ -28,14 +28,14 @@ from SegDeepLib.crf.backends.features import (
     grid_feature_source,
     grid_positions,
 )
-from SegDeepLib.crf.backends.registry import Registry
 from SegDeepLib.errors import SegDeepError
 from SegDeepLib.progress import CancelToken, ProgressCallback
+from SegDeepLib.registry import Registry
 
 LOG = logging.getLogger(__name__)
-REGISTRY: Registry[Backend] = Registry("CRF backend")
+REGISTRY = Registry("CRF backend")  # name -> Backend object, in registration order
 for _module in (exact, pytorch, cpp, cuda, cuda_emulated):
-    REGISTRY.register(_module.BACKEND.name, _module.BACKEND)
+    REGISTRY.add(_module.BACKEND.name, _module.BACKEND)
 BACKENDS = tuple(REGISTRY)
 _LOGGED: set[str] = set()
 
